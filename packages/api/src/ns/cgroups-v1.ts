@@ -1,0 +1,1 @@
+export * from '../gen/cgroups/v1/metrics';

@@ -1,0 +1,1 @@
+export * from '../gen/cgroups/v2/metrics';

@@ -1,0 +1,2 @@
+// containerd.services.events.ttrpc.v1.Events/Forward (ForwardRequest + EventsDefinition).
+export * from '../gen/containerd/services/events/ttrpc/v1/events';

@@ -1,0 +1,1 @@
+export * from '../gen/containerd/runc/options/oci';

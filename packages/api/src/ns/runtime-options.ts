@@ -1,0 +1,1 @@
+export * from '../gen/containerd/runtimeoptions/v1/api';
