@@ -1,21 +1,9 @@
-// Placeholder entry point of the runc-sandboxer binary: the real CLI comes from @kuasar/sandbox.
-// It already carries the final flags so packaging, help text and the binary tests stay stable.
-import { Command } from 'commander';
+// Entry point of the runc-sandboxer binary: the framework's CLI with the runc kind plugged in.
+import { runSandboxer } from '@kuasar/sandbox';
+import { runcSandboxerSpec } from './sandboxer-spec';
 
-// Injected by scripts/build-bin.mjs; absent when the source runs unbundled (jest, ts-node).
+// Injected by scripts/build-bin.mjs; absent when the source runs unbundled (jest).
 declare const __KUASAR_VERSION__: string | undefined;
 const version = typeof __KUASAR_VERSION__ === 'string' ? __KUASAR_VERSION__ : '0.0.0-dev';
 
-const program = new Command('runc-sandboxer')
-  .description('Kuasar runc sandboxer: serves the containerd Sandbox Controller and Task API for runc pods')
-  .version(version)
-  .option('--listen <socket>', 'unix socket to serve on', '/run/runc-sandboxer.sock')
-  .option('--dir <dir>', 'state directory', '/run/kuasar-runc')
-  .option('--config <file>', 'configuration file')
-  .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
-  .action(() => {
-    process.stderr.write('runc-sandboxer: not implemented yet\n');
-    process.exitCode = 2;
-  });
-
-program.parse();
+void runSandboxer(runcSandboxerSpec(version));

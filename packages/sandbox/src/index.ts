@@ -1,0 +1,16 @@
+// @kuasar/sandbox: the framework every sandboxer binary is built from.
+export * from './errors';
+export * from './id';
+export * from './lock';
+export * from './exit';
+export * from './store';
+export * from './sandbox';
+export * from './sandboxer';
+export * from './platform';
+export * from './config';
+export * from './logger';
+export * from './socket';
+export * from './controller';
+export * from './controller-server';
+export * from './server';
+export * from './cli';
