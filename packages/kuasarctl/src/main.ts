@@ -1,14 +1,36 @@
-// Entry point of the kuasarctl binary. Subcommands are placeholders until the sandboxers expose
-// their admin API; the hidden self-test proves a packaged binary can still load native code.
-import { Command } from 'commander';
+// Entry point of the kuasarctl binary: commander wiring only; each command lives in ./commands.
+import { Command, Option } from 'commander';
+import type { CheckFlags } from './commands/check';
+import type { ConfigFlags } from './commands/config';
+import type { SandboxFlags } from './commands/sandboxes';
 
 // Injected by scripts/build-bin.mjs; absent when the source runs unbundled (jest, ts-node).
 declare const __KUASAR_VERSION__: string | undefined;
 const version = typeof __KUASAR_VERSION__ === 'string' ? __KUASAR_VERSION__ : '0.0.0-dev';
 
-function notImplemented(command: string): () => void {
+const collect = (value: string, previous: string[] | undefined): string[] => [...(previous ?? []), value];
+
+/** Errors we raise on purpose carry their exit code and need no stack; anything else is a bug worth its stack. */
+function fatal(err: unknown): void {
+  const code = (err as { exitCode?: unknown } | undefined)?.exitCode;
+  const known = err instanceof Error && typeof code === 'number';
+  process.stderr.write(`kuasarctl: ${known ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  process.exitCode = typeof code === 'number' ? code : 1;
+}
+
+function run<A extends unknown[]>(action: (...args: A) => number | Promise<number>): (...args: A) => Promise<void> {
+  return async (...args: A) => {
+    try {
+      process.exitCode = await action(...args);
+    } catch (err) {
+      fatal(err);
+    }
+  };
+}
+
+function notImplemented(command: string, when: string): () => void {
   return () => {
-    process.stderr.write(`kuasarctl ${command}: not implemented yet\n`);
+    process.stderr.write(`kuasarctl ${command}: not implemented yet (${when})\n`);
     process.exitCode = 2;
   };
 }
@@ -27,21 +49,76 @@ async function selftestNative(): Promise<void> {
   process.stdout.write(`ok koffi ${String(koffi.version)}\n`);
 }
 
+const locationOptions = (cmd: Command): Command =>
+  cmd
+    .option('--kinds <kinds>', 'only these sandboxer kinds, comma-separated (runc,wasm,quark,vmm)')
+    .option('--dir <kind=path>', "state dir of a kind (repeatable; default: the unit's --dir, else /etc/kuasar/<kind>-sandboxer.toml, else /run/kuasar-<kind>)", collect)
+    .option('--socket <kind=path>', "Controller socket of a kind (repeatable; default: the unit's --listen, else the config, else /run/<kind>-sandboxer.sock)", collect)
+    .option('--offline', 'read the state dirs only; do not ask the sandboxers');
+
 const program = new Command('kuasarctl')
   .description('Inspect and debug Kuasar sandboxers on this node')
-  .version(version);
+  .version(version)
+  .showHelpAfterError()
+  // `inspect <sandbox-id> [options]`: arguments first, as in each command's own usage line
+  .configureHelp({
+    subcommandTerm: (cmd) =>
+      [
+        [cmd.name(), ...cmd.aliases()].join('|'),
+        ...cmd.registeredArguments.map((a) => {
+          const name = `${a.name()}${a.variadic ? '...' : ''}`;
+          return a.required ? `<${name}>` : `[${name}]`;
+        }),
+        ...(cmd.options.length > 0 ? ['[options]'] : []),
+      ].join(' '),
+  });
 
-program.command('list').description('list sandboxes').action(notImplemented('list'));
-program.command('inspect <sandbox-id>').description('show one sandbox').action(notImplemented('inspect'));
-program.command('check').description('check that this node can run each sandboxer kind').action(notImplemented('check'));
-program.command('logs <sandbox-id>').description('print the logs of a sandbox').action(notImplemented('logs'));
+locationOptions(program.command('list').alias('ls').description('list sandboxes of every sandboxer on this node (like crictl pods)'))
+  .option('-o, --output <format>', 'table or json', 'table')
+  .option('--no-trunc', 'show full sandbox ids')
+  .addHelpText('after', '\nExit status: 0 listed (sandboxers that do not answer are noted on stderr; states are then as recorded), 1 an error.')
+  .action(run((flags: SandboxFlags) => import('./commands/sandboxes').then((m) => m.listCommand(flags))));
+
+locationOptions(program.command('inspect <sandbox-id>').description('show one sandbox (exact id or unique prefix), its record, live status and containers'))
+  .option('-o, --output <format>', 'json or table', 'json')
+  .addHelpText('after', '\nExit status: 0 shown, 1 not found, ambiguous, or another error.')
+  .action(run((id: string, flags: SandboxFlags) => import('./commands/sandboxes').then((m) => m.inspectCommand(id, flags))));
+
+program
+  .command('check')
+  .description('diagnose this node: OCI runtimes, KVM, cgroups, capabilities, containerd and its config, sandboxer sockets')
+  .option('--kinds <kinds>', 'sandboxer kinds to check (default: those installed here)')
+  .option('--containerd-config <path>', "containerd's config file", '/etc/containerd/config.toml')
+  .addOption(new Option('--containerd-version <major>', 'containerd major version the config is for (default: from `containerd --version`)'))
+  .option('--dir <kind=path>', 'state dir of a kind (repeatable)', collect)
+  .option('--socket <kind=path>', 'Controller socket of a kind (repeatable)', collect)
+  .option('-o, --output <format>', 'table or json', 'table')
+  .addHelpText(
+    'after',
+    '\nEach finding is ok, warn or fail; every warn/fail comes with a fix.\n' +
+      'Exit status: 0 all ok, 1 warnings only (or a usage error), 2 at least one failure.\n' +
+      'The fetch-debs cache (runsc, newer containerds) is read from ${KUASAR_CACHE:-/var/cache/kuasar}.',
+  )
+  .action(run((flags: CheckFlags) => import('./commands/check').then((m) => m.checkCommand(flags))));
+
+const config = program.command('config').description('print or apply configuration for the software around the sandboxers');
+config
+  .command('containerd')
+  .description("print the containerd config that registers sandboxers, or merge it into (or remove it from) a config file")
+  .option('--containerd-version <major>', '1 (1.6/1.7: shim v2 runtime), 2 (2.x: sandbox proxy plugin) or auto (containerd on PATH)', 'auto')
+  .option('--kinds <kinds>', 'sandboxer kinds, comma-separated or all', 'runc')
+  .option('--socket <kind=path>', 'Controller socket of a kind for 2.x proxy plugins (repeatable)', collect)
+  .option('--merge <path>', 'append the missing parts to this config (backup first; a second run changes nothing)')
+  .option('--unmerge <path>', 'remove the blocks --merge added for these kinds (backup first)')
+  .option('--dry-run', 'with --merge/--unmerge: say what would change, write nothing')
+  .addHelpText('after', '\nExit status: 0 done (or nothing to do), 1 an error, or a kind left alone because the config defines it differently.')
+  .action(run((flags: ConfigFlags) => import('./commands/config').then((m) => m.configContainerdCommand(flags))));
+
+program.command('logs <sandbox-id>').description('print the logs of a sandbox').action(notImplemented('logs', 'issue 6, part 2'));
 program
   .command('exec <sandbox-id> <command...>')
-  .description('run a command inside a sandbox')
-  .action(notImplemented('exec'));
-program.command('__selftest-native', { hidden: true }).action(selftestNative);
+  .description("run a command in a VM sandbox's guest through the agent's debug channel")
+  .action(notImplemented('exec', 'issue 6, part 2, after the vmm sandboxer lands'));
+program.command('__selftest-native', { hidden: true }).action(run(async () => (await selftestNative(), 0)));
 
-program.parseAsync().catch((err: unknown) => {
-  process.stderr.write(`kuasarctl: ${err instanceof Error ? err.message : String(err)}\n`);
-  process.exitCode = 1;
-});
+program.parseAsync().catch(fatal);

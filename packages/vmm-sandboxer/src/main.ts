@@ -1,21 +1,20 @@
-// Placeholder entry point of the vmm-sandboxer binary: the real CLI comes from @kuasar/sandbox.
-// It already carries the final flags so packaging, help text and the binary tests stay stable.
-import { Command } from 'commander';
+// Entry point of the vmm-sandboxer binary. Until its engine lands (issue 8) it has the framework's command
+// line, so flags, help text and packaging are already final, and refuses to serve.
+import { buildCommand } from '@kuasar/sandbox';
 
-// Injected by scripts/build-bin.mjs; absent when the source runs unbundled (jest, ts-node).
+// Injected by scripts/build-bin.mjs; absent when the source runs unbundled (jest).
 declare const __KUASAR_VERSION__: string | undefined;
 const version = typeof __KUASAR_VERSION__ === 'string' ? __KUASAR_VERSION__ : '0.0.0-dev';
 
-const program = new Command('vmm-sandboxer')
-  .description('Kuasar vmm sandboxer: serves the containerd Sandbox Controller and Task API for vmm pods')
-  .version(version)
-  .option('--listen <socket>', 'unix socket to serve on', '/run/vmm-sandboxer.sock')
-  .option('--dir <dir>', 'state directory', '/run/kuasar-vmm')
-  .option('--config <file>', 'configuration file')
-  .option('--log-level <level>', 'log level (trace, debug, info, warn, error)', 'info')
+const program = buildCommand({ kind: 'vmm', version, description: 'Kuasar vmm sandboxer: microVM pods on QEMU' })
   .action(() => {
-    process.stderr.write('vmm-sandboxer: not implemented yet\n');
+    process.stderr.write('vmm-sandboxer: not implemented yet (issue 8)\n');
     process.exitCode = 2;
-  });
-
-program.parse();
+  })
+  .exitOverride();
+try {
+  program.parse();
+} catch (err) {
+  // --help/--version end here with code 0; a bad flag is a usage error (2), as in the served sandboxers.
+  process.exitCode = (err as { exitCode?: number }).exitCode === 0 ? 0 : 2;
+}
