@@ -1,0 +1,4 @@
+module.exports = async function globalSetup() {
+  const { buildTestdata } = await import('../scripts/build-testdata.mjs');
+  buildTestdata();
+};
