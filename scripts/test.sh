@@ -9,6 +9,9 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing dependencies (scripts/install-deps.sh)"
 bash scripts/install-deps.sh
 
+step "building the microVM guest kernel and initramfs (scripts/build-guest.sh; cached by inputs)"
+bash scripts/build-guest.sh
+
 step "building (pnpm build)"
 pnpm build
 
