@@ -1,0 +1,137 @@
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { OCI_PROCESS_TYPE_URL, packJsonAny, types } from '@kuasar/api';
+import { Code } from '@kuasar/ttrpc';
+import { setChildSubreaper } from '@kuasar/sys';
+import { createBusyboxBundle } from './helpers/bundle';
+import { clientFifos } from './helpers/fifo';
+import { removeTestCgroups, runtimeList, startHarness, until } from './helpers/harness';
+
+afterAll(() => removeTestCgroups());
+
+// After a real restart the container processes are no longer children of the sandboxer. Inside one jest process
+// they would be (the worker stays their subreaper), so the first service is made a non-subreaper right after it
+// starts: the container processes then re-parent to pid 1 as they would when a sandboxer dies.
+async function oldSandboxer() {
+  const h = await startHarness();
+  setChildSubreaper(false);
+  return h;
+}
+
+test('a restarted TaskService re-adopts running containers: output keeps flowing, State/Kill/Delete and exits (255) resume', async () => {
+  const h1 = await oldSandboxer();
+  const b = createBusyboxBundle({ args: ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.1; done'] });
+  const out = clientFifos('rec');
+  const reader = out.stdoutText;
+  try {
+    const { pid } = await h1.tasks.create({ id: 'rec', bundle: b.path, stdout: out.stdout, stderr: out.stderr });
+    await h1.tasks.start({ id: 'rec' });
+    await h1.tasks.exec({ id: 'rec', execId: 'side', spec: packJsonAny(OCI_PROCESS_TYPE_URL, { args: ['sleep', '1000'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } }) });
+    const { pid: sidePid } = await h1.tasks.start({ id: 'rec', execId: 'side' });
+    const record = JSON.parse(readFileSync(join(h1.stateDir, 'tasks', 'k8s.io', 'rec', 'task.json'), 'utf8'));
+    expect(record).toMatchObject({ id: 'rec', namespace: 'k8s.io', bundle: b.path, processes: [
+      { execId: '', pid, status: 'running' }, { execId: 'side', pid: sidePid, status: 'running' }] });
+
+    // "kill -9": the service disappears without deleting anything
+    await h1.crash();
+    expect(runtimeList('runc', h1.runtimeRoot)).toEqual(['rec']);
+
+    const h2 = await startHarness({ dir: h1.dir });
+    try {
+      expect(await h2.service.recover()).toEqual(['rec']);
+      expect(await h2.tasks.state({ id: 'rec' })).toMatchObject({ pid, status: types.TaskStatus.RUNNING });
+      expect(await h2.tasks.state({ id: 'rec', execId: 'side' })).toMatchObject({ pid: sidePid, status: types.TaskStatus.RUNNING });
+      expect((await h2.tasks.connect({ id: 'rec' })).taskPid).toBe(pid);
+
+      // the exec is signalled through its pid file; its exit is reported by the new service
+      const sideWait = h2.tasks.wait({ id: 'rec', execId: 'side' });
+      await h2.tasks.kill({ id: 'rec', execId: 'side', signal: 9 });
+      // not our child: the real status is unknowable
+      expect((await sideWait).exitStatus).toBe(255);
+
+      const waited = h2.tasks.wait({ id: 'rec' });
+      await h2.tasks.kill({ id: 'rec', signal: 9 });
+      expect((await waited).exitStatus).toBe(255);
+      await h2.publisher.flush();
+      expect(h2.sink.of('rec')).toEqual(['/tasks/exit:side', '/tasks/exit:rec']);
+      await expect(h2.tasks.kill({ id: 'rec', signal: 9 })).rejects.toMatchObject({ code: Code.NOT_FOUND });
+      await h2.tasks.delete({ id: 'rec', execId: 'side' });
+      await h2.tasks.delete({ id: 'rec' });
+      expect(runtimeList('runc', h2.runtimeRoot)).toEqual([]);
+      expect(existsSync(join(h2.stateDir, 'tasks', 'k8s.io', 'rec'))).toBe(false);
+    } finally {
+      await h2.close();
+    }
+    // output written by the container across the restart reached the client, and the FIFO ended with it
+    const text = await reader;
+    const ticks = text.trim().split('\n');
+    expect(ticks.length).toBeGreaterThan(3);
+    ticks.forEach((t, i) => expect(t).toBe(`tick-${i + 1}`));
+  } finally {
+    b.remove();
+    out.close();
+    rmSync(h1.dir, { recursive: true, force: true });
+  }
+});
+
+test('a container that died while the sandboxer was down is reported exited (255) on recover()', async () => {
+  const h1 = await oldSandboxer();
+  const b = createBusyboxBundle({ args: ['sleep', '1000'] });
+  try {
+    const { pid } = await h1.tasks.create({ id: 'gone', bundle: b.path });
+    await h1.tasks.start({ id: 'gone' });
+    await h1.crash();
+    process.kill(pid, 'SIGKILL');
+    await until(() => !existsSync(`/proc/${pid}`), 5000, 'init death');
+    const h2 = await startHarness({ dir: h1.dir });
+    try {
+      await h2.service.recover();
+      const w = await h2.tasks.wait({ id: 'gone' });
+      expect(w.exitStatus).toBe(255);
+      expect((await h2.tasks.state({ id: 'gone' })).status).toBe(types.TaskStatus.STOPPED);
+      await h2.tasks.delete({ id: 'gone' });
+      expect(runtimeList('runc', h2.runtimeRoot)).toEqual([]);
+    } finally {
+      await h2.close();
+    }
+  } finally {
+    b.remove();
+    rmSync(h1.dir, { recursive: true, force: true });
+  }
+});
+
+test('an unreadable task record is skipped with an error, not a crash', async () => {
+  const h = await startHarness();
+  try {
+    const dir = join(h.stateDir, 'tasks', 'k8s.io', 'broken');
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, 'task.json'), '{not json');
+    expect(await h.service.recover()).toEqual([]);
+    await expect(h.tasks.state({ id: 'broken' })).rejects.toMatchObject({ code: Code.NOT_FOUND });
+  } finally {
+    await h.close();
+  }
+});
+
+test('re-adopted processes that are still our children are reaped with their real status', async () => {
+  const h1 = await startHarness();
+  const b = createBusyboxBundle({ args: ['sleep', '1000'] });
+  try {
+    await h1.tasks.create({ id: 'child', bundle: b.path });
+    await h1.tasks.start({ id: 'child' });
+    await h1.crash();
+    const h2 = await startHarness({ dir: h1.dir });
+    try {
+      await h2.service.recover();
+      const waited = h2.tasks.wait({ id: 'child' });
+      await h2.tasks.kill({ id: 'child', signal: 9 });
+      expect((await waited).exitStatus).toBe(137);
+      await h2.tasks.delete({ id: 'child' });
+    } finally {
+      await h2.close();
+    }
+  } finally {
+    b.remove();
+    rmSync(h1.dir, { recursive: true, force: true });
+  }
+});
