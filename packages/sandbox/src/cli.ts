@@ -15,10 +15,12 @@ import {
 } from './config';
 import { ConfigError, messageOf } from './errors';
 import { createLogger } from './logger';
+import type { MetricsServer, SandboxerMetrics } from './metrics';
 import type { Sandbox } from './sandbox';
 import type { Sandboxer } from './sandboxer';
 import { serveController, type ServingSandboxer } from './server';
 import { bindPrivate } from './socket';
+import { ensureTaskRelay, runTaskRelay } from './task-relay';
 
 export const TASK_SOCKET = 'task.sock';
 /** The task API version containerd 2.x needs to call the endpoint directly instead of running a shim. */
@@ -67,6 +69,10 @@ export interface CliOptions {
   dir?: string;
   config?: string;
   logLevel?: LogLevel;
+  /** Prometheus endpoint (host:port or unix socket path); overrides [metrics] listen. */
+  metricsListen?: string;
+  /** Run as the task relay for --dir instead of as a sandboxer (see task-relay.ts). */
+  taskRelay?: boolean;
 }
 
 /** The one command line of every sandboxer binary. */
@@ -79,6 +85,9 @@ export function buildCommand(spec: Pick<SandboxerSpec, 'kind' | 'version' | 'des
     .option('--dir <dir>', `state directory, created 0700 (default: /run/kuasar-${spec.kind})`)
     .option('--config <file>', `TOML config file ([sandboxer] and [${spec.kind}] tables)`)
     .addOption(new Option('--log-level <level>', 'log level (default: info)').choices(LOG_LEVELS))
+    .option('--metrics-listen <addr>', 'serve Prometheus /metrics on host:port or a unix socket path (default: off)')
+    // The sandboxer starts its own relay with this; operators never need it.
+    .addOption(new Option('--task-relay', 'serve the task relay for --dir').hideHelp())
     .showHelpAfterError()
     .allowExcessArguments(false);
 }
@@ -88,6 +97,8 @@ export interface RunningSandboxer {
   serving: ServingSandboxer;
   taskServer: TtrpcServer | undefined;
   taskService: TaskService | undefined;
+  /** The Prometheus endpoint, when --metrics-listen or [metrics] listen asked for one. */
+  metrics: MetricsServer | undefined;
   logger: Logger;
   framework: FrameworkConfig;
   /** Graceful: stop serving and flush logs; sandboxes and containers keep running. */
@@ -99,6 +110,11 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
   spec: SandboxerSpec<S, K>,
   options: CliOptions,
   logger?: Logger,
+  /**
+   * How to start this binary as the task relay (argv before the flags). With it, Start hands containerd the relay's
+   * address, so containerd's task connections survive a sandboxer crash; without it, the task socket itself.
+   */
+  relayCommand?: string[],
 ): Promise<RunningSandboxer> {
   const config = await loadSandboxerConfig(spec.kind, spec.configSchema, options.config);
   const framework: FrameworkConfig = {
@@ -122,6 +138,17 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
   const ctx: SandboxerContext<S> = { kind: spec.kind, config: config.kind, framework, dir: framework.dir, logger: log, sandboxes };
   const sandboxer = await spec.createSandboxer(ctx);
 
+  // Loaded only when asked for: without it no prom-client, no timing wrappers. Listening first makes a taken port
+  // fail the start before any socket exists.
+  const metricsListen = options.metricsListen ?? config.metrics.listen;
+  let metrics: SandboxerMetrics | undefined;
+  let metricsServer: MetricsServer | undefined;
+  if (metricsListen) {
+    const m = await import('./metrics');
+    metrics = new m.SandboxerMetrics(spec.kind, () => sandboxes.list().map((s) => s.record.state));
+    metricsServer = await m.MetricsServer.listen(metricsListen, metrics, log);
+  }
+
   // The task server comes up first: Start hands its address out, and containers it recovers belong to pods the
   // controller is about to recover.
   let taskServer: TtrpcServer | undefined;
@@ -141,16 +168,26 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
     const recovered = await taskService.recover();
     if (recovered.length > 0) log.info({ containers: recovered }, 'task containers re-adopted');
     await spec.taskServiceReady?.(taskService, ctx, sandboxer);
-    taskServer = new TtrpcServer({
+    const ttrpcOptions: ConstructorParameters<typeof TtrpcServer>[0] = {
       logger: log.child({ component: 'ttrpc' }),
       socketMode: 0o600,
       // containerd's own rule for shim sockets: only a peer with our uid/gid may call.
       peerCredentials: (socket) => peerCredentials(socket as Parameters<typeof peerCredentials>[0]),
-    });
+    };
+    taskServer = metrics ? metrics.createTtrpcServer(ttrpcOptions) : new TtrpcServer(ttrpcOptions);
     registerTaskService(taskServer, taskService);
     const server = taskServer;
     await bindPrivate(taskSocket, () => server.listen(taskSocket));
     log.info({ socket: taskSocket, ttrpcAddress: publisher.address }, 'task server listening');
+  }
+  let taskAddress = taskSocket;
+  if (taskServer && relayCommand) {
+    try {
+      taskAddress = await ensureTaskRelay(framework.dir, [...relayCommand, '--task-relay', '--dir', framework.dir, '--log-level', framework.log_level], log);
+    } catch (err) {
+      // Without the relay pods still work; only a sandboxer crash then ends containerd's task connections.
+      log.error({ err: messageOf(err) }, 'task relay unavailable; handing out the task socket itself');
+    }
   }
 
   try {
@@ -160,28 +197,31 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
       sandboxer,
       logger: log,
       taskEndpoint: taskServer
-        ? { address: `ttrpc+unix://${taskSocket}`, version: TASK_API_VERSION }
+        ? { address: `ttrpc+unix://${taskAddress}`, version: TASK_API_VERSION }
         : { address: '', version: 0 },
     });
   } catch (err) {
     await taskServer?.close(1000);
     taskService?.close();
     await publisher?.close();
+    await metricsServer?.close();
     throw err;
   }
   const running = serving;
+  metrics?.instrumentController(running.controller);
 
   let closing: Promise<void> | undefined;
   return {
     serving: running,
     taskServer,
     taskService,
+    metrics: metricsServer,
     logger: log,
     framework,
     close: () =>
       (closing ??= (async () => {
         log.info('sandboxer stopping; sandboxes keep running');
-        await Promise.allSettled([running.close(), taskServer?.close(2000)]);
+        await Promise.allSettled([running.close(), taskServer?.close(2000), metricsServer?.close()]);
         taskService?.close();
         await publisher?.close().catch(() => undefined);
         log.info('sandboxer stopped');
@@ -195,6 +235,20 @@ export interface RunOptions {
   /** Process exit (tests replace it). */
   exit?: (code: number) => void;
   logger?: Logger;
+  /** argv that starts this binary (before flags), for the task relay; default: this process's own command line. */
+  relayCommand?: string[];
+}
+
+/** How this process was started: the SEA binary alone, or node + its script. */
+function selfCommand(): string[] {
+  let sea = false;
+  try {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    sea = (require('node:sea') as { isSea(): boolean }).isSea();
+  } catch {
+    sea = false; // node:sea is absent outside a SEA on some builds
+  }
+  return sea ? [process.execPath] : [process.execPath, ...process.execArgv, process.argv[1]!];
 }
 
 /**
@@ -218,9 +272,28 @@ export async function runSandboxer<S extends ConfigSchema, K extends Sandboxer>(
     return undefined;
   }
 
+  if (options.taskRelay) {
+    const dir = options.dir;
+    if (!dir || !path.isAbsolute(dir)) {
+      process.stderr.write(`${spec.kind}-sandboxer: --task-relay needs an absolute --dir\n`);
+      exit(2);
+      return undefined;
+    }
+    const log = run.logger ?? createLogger({ level: options.logLevel ?? 'info', kind: spec.kind }).child({ component: 'task-relay' });
+    try {
+      await runTaskRelay(dir, log);
+    } catch (err) {
+      process.stderr.write(`${spec.kind}-sandboxer --task-relay: ${messageOf(err)}\n`);
+      exit(1);
+    }
+    return undefined;
+  }
+
   let running: RunningSandboxer;
   try {
-    running = await startSandboxer(spec, options, run.logger);
+    // Only a real process (argv from the command line) starts a relay: it re-executes this very binary.
+    const relay = run.relayCommand ?? (run.argv === undefined && process.env.KUASAR_TASK_RELAY !== '0' ? selfCommand() : undefined);
+    running = await startSandboxer(spec, options, run.logger, relay);
   } catch (err) {
     process.stderr.write(`${spec.kind}-sandboxer: ${messageOf(err)}\n`);
     exit(err instanceof ConfigError ? 2 : 1);

@@ -130,9 +130,16 @@ export interface FrameworkConfig {
   log_level: LogLevel;
 }
 
+/** [metrics]: the optional Prometheus endpoint (metrics.ts); `--metrics-listen` overrides `listen`. */
+export interface MetricsConfig {
+  /** `host:port`, `[v6]:port` or an absolute unix socket path; "" = no metrics endpoint. */
+  listen: string;
+}
+
 /** A sandboxer's whole config: framework settings plus the kind's own table. */
 export interface SandboxerConfig<S extends ConfigSchema> {
   sandboxer: FrameworkConfig;
+  metrics: MetricsConfig;
   kind: ConfigOf<S>;
 }
 
@@ -141,7 +148,7 @@ export interface SandboxerConfig<S extends ConfigSchema> {
  * [<kind>] (e.g. [runc]). Command-line flags override [sandboxer].
  */
 export function sandboxerConfigSchema(kind: string, kindSchema: ConfigSchema): ConfigSchema {
-  if (kind === 'sandboxer') throw new Error('a sandboxer kind cannot be named "sandboxer"');
+  if (kind === 'sandboxer' || kind === 'metrics') throw new Error(`a sandboxer kind cannot be named "${kind}"`);
   return {
     sandboxer: {
       type: 'table',
@@ -151,12 +158,18 @@ export function sandboxerConfigSchema(kind: string, kindSchema: ConfigSchema): C
         log_level: { type: 'string', default: 'info', enum: LOG_LEVELS },
       },
     },
+    metrics: {
+      type: 'table',
+      fields: {
+        listen: { type: 'string', default: '', description: 'Prometheus endpoint: host:port or unix socket path ("" = off)' },
+      },
+    },
     [kind]: { type: 'table', fields: kindSchema },
   };
 }
 
 function split<S extends ConfigSchema>(kind: string, whole: Record<string, unknown>): SandboxerConfig<S> {
-  return { sandboxer: whole.sandboxer as FrameworkConfig, kind: whole[kind] as ConfigOf<S> };
+  return { sandboxer: whole.sandboxer as FrameworkConfig, metrics: whole.metrics as MetricsConfig, kind: whole[kind] as ConfigOf<S> };
 }
 
 export function parseSandboxerConfig<S extends ConfigSchema>(

@@ -14,3 +14,6 @@ export * from './controller';
 export * from './controller-server';
 export * from './server';
 export * from './cli';
+export * from './task-relay';
+// Types only: the module itself (and prom-client) is loaded by cli.ts when metrics are asked for.
+export type { MetricsAddress, MetricsServer, SandboxerMetrics } from './metrics';
