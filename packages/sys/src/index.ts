@@ -11,3 +11,4 @@ export * from './mount';
 export { peerCredentials } from './peercred';
 export type { PeerCredentials } from './peercred';
 export { sdNotify } from './notify';
+export { dup } from './fd';
