@@ -1,7 +1,7 @@
 // The Task API (containerd.task.v2/v3.Task) with containerd-shim-runc-v2 semantics, over any Engine.
 // The service owns the process table, IO, exits (subreaper + Reaper for host processes), events, persistence and
 // recovery; the engine only runs and signals processes.
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -51,6 +51,8 @@ export interface TaskServiceOptions {
   adoptPollMs?: number;
   /** how long an init exit waits for the container's execs to exit first (default 5 s) */
   execDrainMs?: number;
+  /** period of the sweep that reaps orphans re-parented to us that nobody tracks (default 5 s) */
+  orphanSweepMs?: number;
 }
 
 type ProcessStatus = 'created' | 'running' | 'stopped';
@@ -169,6 +171,9 @@ export class TaskService {
   private readonly byPid = new Map<number, { c: Container; p: TaskProcess }>();
   private readonly reaper: Reaper | undefined;
   private readonly oomTimer: NodeJS.Timeout | undefined;
+  private readonly sweepTimer: NodeJS.Timeout | undefined;
+  /** zombie children seen by the previous orphan sweep */
+  private zombies = new Set<number>();
   private closed = false;
 
   constructor(o: TaskServiceOptions) {
@@ -193,6 +198,7 @@ export class TaskService {
       });
       this.reaper.on('error', (err) => this.logger.error({ err: err.message }, 'reaper error'));
     }
+    if (this.reaper) this.sweepTimer = setInterval(() => this.sweepOrphans(), o.orphanSweepMs ?? 5000).unref();
     const oomPollMs = o.oomPollMs ?? 1000;
     if (oomPollMs > 0 && this.engine.oomKills) {
       this.oomTimer = setInterval(() => void this.pollOom(), oomPollMs).unref();
@@ -337,8 +343,9 @@ export class TaskService {
           const { pid } = await this.engine.start(c.ref).finally(() => p.io?.handedOver());
           p.pid = pid || p.pid;
           if (p.status === 'created') p.status = 'running';
-          // a new container's cgroup starts with no OOM kills; counting from 0 catches one before the first poll
-          c.oomKills = 0n;
+          // baseline (and cgroup lookup) while the init surely lives; an OOM kill is then noticed even when it
+          // ends the container before the next poll (see processExited)
+          c.oomKills = await this.engine.oomKills?.(c.ref).catch(() => undefined);
           this.persist(c);
           this.publish(c, '/tasks/start', { containerId: c.ref.id, pid: p.pid });
         } else {
@@ -651,6 +658,7 @@ export class TaskService {
       }
     }
     await p.io?.outputFlushed();
+    if (p === c.init) await this.checkOom(c);
     if (p.exit) return;
     p.markExited({ status, at });
     if (p.io && p !== c.init) p.io.close();
@@ -662,19 +670,55 @@ export class TaskService {
     log.info({ pid: p.pid, status }, 'process exited');
   }
 
+  /**
+   * As subreaper we inherit every orphan below us, not only container inits and execs: processes a host-pid
+   * container leaves behind, gVisor's stub processes, a runtime's helpers. The Reaper reaps only tracked pids
+   * (so libuv keeps its own children), so zombies nobody tracks are reaped here once they have been zombies for
+   * a whole sweep period — libuv reaps its children as soon as SIGCHLD arrives, so by then they are not libuv's.
+   */
+  private sweepOrphans(): void {
+    const now = new Set<number>();
+    let names: string[];
+    try {
+      names = readdirSync('/proc');
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const pid = Number(name);
+      if (!Number.isInteger(pid) || pid <= 0) continue;
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        if (f[0] === 'Z' && Number(f[1]) === process.pid) now.add(pid);
+      } catch {
+        /* gone */
+      }
+    }
+    for (const pid of now) {
+      if (this.zombies.has(pid) && !this.byPid.has(pid) && !this.reaper!.has(pid)) this.reaper!.track(pid);
+    }
+    this.zombies = now;
+  }
+
   // ---- OOM ----------------------------------------------------------------------------------------------------------
 
   private async pollOom(): Promise<void> {
     for (const c of this.containers.values()) {
-      if (c.init.status !== 'running' || c.deleted) continue;
-      try {
-        const n = await this.engine.oomKills!(c.ref);
-        if (n === undefined) continue;
-        if (c.oomKills !== undefined && n > c.oomKills) this.publish(c, '/tasks/oom', { containerId: c.ref.id });
-        c.oomKills = n;
-      } catch {
-        /* the container may be exiting; the next poll will tell */
-      }
+      if (c.init.status === 'running' && !c.deleted) await this.checkOom(c);
+    }
+  }
+
+  /** Publish TaskOOM when the container's OOM kill counter grew since the last look. */
+  private async checkOom(c: Container): Promise<void> {
+    if (!this.engine.oomKills) return;
+    try {
+      const n = await this.engine.oomKills(c.ref);
+      if (n === undefined) return;
+      if (c.oomKills !== undefined && n > c.oomKills) this.publish(c, '/tasks/oom', { containerId: c.ref.id });
+      c.oomKills = n;
+    } catch {
+      /* the cgroup may be gone already */
     }
   }
 
@@ -775,6 +819,7 @@ export class TaskService {
     if (this.closed) return;
     this.closed = true;
     if (this.oomTimer) clearInterval(this.oomTimer);
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.reaper?.close();
     for (const c of this.containers.values()) {
       for (const p of [c.init, ...c.execs.values()]) {

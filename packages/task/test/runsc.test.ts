@@ -19,11 +19,12 @@ maybe('TaskService with runsc (gVisor)', () => {
     h = await startHarness({ runtime: runsc!, globalArgs: ['--network=none'] });
   });
   afterAll(async () => {
-    expect(runtimeList(runsc!, h.runtimeRoot)).toEqual([]);
+    const left = runtimeList(runsc!, h.runtimeRoot);
     await h.close();
     bundles.forEach((b) => b.remove());
     fifos.forEach((f) => f.close());
     removeTestCgroups();
+    expect(left).toEqual([]);
   });
 
   test('lifecycle with FIFO IO, exec exit code, Stats from `runsc events --stats`, SIGKILL → 137', async () => {

@@ -1,10 +1,11 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { OCI_LINUX_RESOURCES_TYPE_URL, OCI_PROCESS_TYPE_URL, cgroupsV1, packJsonAny, types, unpackAny } from '@kuasar/api';
 import { Code } from '@kuasar/ttrpc';
 import { createBusyboxBundle, type BusyboxBundle } from './helpers/bundle';
 import { clientFifos, type ClientFifos } from './helpers/fifo';
-import { removeTestCgroups, runtimeList, startHarness, until, type Harness } from './helpers/harness';
+import { removeTestCgroups, runtimeList, startHarness, until, zombieChildren, type Harness } from './helpers/harness';
 
 const proc = (args: string[], extra: Record<string, unknown> = {}) =>
   packJsonAny(OCI_PROCESS_TYPE_URL, { args, cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 }, ...extra });
@@ -30,12 +31,17 @@ describe.each(['runc', 'crun'])('TaskService over ttrpc with %s', (runtime) => {
     h = await startHarness({ runtime });
   });
   afterAll(async () => {
-    expect(runtimeList(runtime, h.runtimeRoot)).toEqual([]);
-    expect(h.service.size).toBe(0);
-    expect(readdirSync(join(h.stateDir, 'tasks'))).toEqual([]);
+    const left = runtimeList(runtime, h.runtimeRoot);
+    const size = h.service.size;
+    const records = readdirSync(join(h.stateDir, 'tasks'));
+    // clean up before asserting, so a failure cannot leave containers or open FIFOs behind
+    for (const id of left) execFileSync(runtime, ['--root', join(h.runtimeRoot, 'k8s.io'), 'delete', '--force', id]);
     await h.close();
     for (const b of bundles) b.remove();
     for (const f of fifos) f.close();
+    expect(left).toEqual([]);
+    expect(size).toBe(0);
+    expect(records).toEqual([]);
   });
 
   test('lifecycle: Wait before Start, stdin/stdout/stderr FIFOs byte for byte, exit 3, events in order', async () => {
@@ -201,10 +207,17 @@ describe.each(['runc', 'crun'])('TaskService over ttrpc with %s', (runtime) => {
     });
     await h.tasks.create({ id, bundle: b.path });
     await h.tasks.start({ id });
-    await until(() => h.sink.of(id).includes('/tasks/oom'), 15_000, 'TaskOOM');
-    await h.tasks.kill({ id, signal: 9, all: true });
-    await h.tasks.wait({ id });
-    await h.tasks.delete({ id });
+    try {
+      await until(() => h.sink.of(id).includes('/tasks/oom'), 15_000, 'TaskOOM');
+    } finally {
+      await h.tasks.kill({ id, signal: 9, all: true }).catch(() => undefined);
+      await h.tasks.wait({ id });
+      await h.tasks.delete({ id });
+    }
+    // the OOM kill may have ended the container; TaskOOM still precedes its TaskExit
+    await h.publisher.flush();
+    const topics = h.sink.of(id);
+    expect(topics.indexOf('/tasks/oom')).toBeLessThan(topics.indexOf(`/tasks/exit:${id}`));
   });
 
   test('rootfs mounts from the request are mounted on <bundle>/rootfs and unmounted on Delete', async () => {
@@ -225,6 +238,22 @@ describe.each(['runc', 'crun'])('TaskService over ttrpc with %s', (runtime) => {
     await h.tasks.delete({ id });
     expect(mounted()).toBe(false);
     expect(readdirSync(b.rootfs)).toEqual([]);
+  });
+
+  test('orphans a host-pid container leaves behind are killed with it and reaped, not left as zombies', async () => {
+    const id = `orphans-${runtime}`;
+    const b = bundle({ args: ['sh', '-c', 'sleep 1000 & sleep 1000 & echo started; exec sleep 1000'], hostPid: true });
+    await h.tasks.create({ id, bundle: b.path });
+    await h.tasks.start({ id });
+    const inContainer = await h.tasks.pids({ id });
+    expect(inContainer.processes.length).toBe(3);
+    await h.tasks.kill({ id, signal: 9 });
+    expect((await h.tasks.wait({ id })).exitStatus).toBe(137);
+    await h.tasks.delete({ id });
+    for (const p of inContainer.processes) {
+      await until(() => !existsSync(`/proc/${p.pid}`), 5000, `orphan ${p.pid} reaped`);
+    }
+    expect(zombieChildren()).toEqual([]);
   });
 
   test('a created (never started) task: Wait resolves on Delete', async () => {

@@ -206,7 +206,13 @@ export class OciCliEngine implements Engine {
   private async cgroupDirs(c: ContainerRef): Promise<CgroupDirs> {
     const cached = this.cgroups.get(key(c));
     if (cached) return cached;
-    const { pid } = await this.state(c);
+    // the init pid file is cheaper than `state` and is what create wrote; fall back to asking the runtime
+    let pid = 0;
+    try {
+      pid = readPidFile(join(c.bundle, 'init.pid'));
+    } catch {
+      pid = (await this.state(c)).pid;
+    }
     const dirs = pid > 0 ? cgroupDirsOfPid(pid) : undefined;
     if (!dirs) throw new TtrpcError(Code.FAILED_PRECONDITION, `container ${c.id} has no running process to read cgroups from`);
     this.cgroups.set(key(c), dirs);

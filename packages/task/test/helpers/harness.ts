@@ -90,7 +90,7 @@ export async function startHarness(o: HarnessOptions = {}): Promise<Harness> {
   await sink.listen();
   const engine = new OciCliEngine({ binary: o.runtime ?? 'runc', root: runtimeRoot, logger, timeoutMs: 10_000, globalArgs: o.globalArgs });
   const publisher = new EventPublisher({ address: `unix://${sink.path}`, logger, retryDelayMs: 20 });
-  const service = new TaskService({ engine, publisher, logger, stateDir, hooks: o.hooks, oomPollMs: 200 });
+  const service = new TaskService({ engine, publisher, logger, stateDir, hooks: o.hooks, oomPollMs: 200, orphanSweepMs: 200 });
   const server = new TtrpcServer();
   registerTaskService(server, service);
   const sock = join(dir, `task-${process.hrtime.bigint()}.sock`);
@@ -157,4 +157,21 @@ export function runscPath(): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** zombie children of this process (orphans re-parented to us as subreaper that nobody reaped) */
+export function zombieChildren(): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid)) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (f[0] === 'Z' && Number(f[1]) === process.pid) out.push(pid);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
 }
