@@ -62,6 +62,11 @@ export interface RunningModule {
   readonly exited: Promise<WasmExit>;
   /** stop the module; any signal stops it (a wasm module cannot handle signals); 0 only checks it still runs */
   kill(signal?: number | NodeJS.Signals): void;
+  /**
+   * The module's linear memory in bytes as of its last host call (a module that grows memory without calling out
+   * is seen at its next call); 0 once it has exited.
+   */
+  memoryBytes(): number;
 }
 
 /** What the runner logs; pino's Logger fits. */
@@ -222,6 +227,7 @@ export class WasmRunnerPool {
       digest: compiled.digest,
       exited: run.exited,
       kill: (signal = 'SIGKILL') => this.kill(pw, run, signalNumber(signal)),
+      memoryBytes: () => (run.done || pw.run !== run ? 0 : Atomics.load(pw.control, CONTROL.memPages) * 65536),
     };
   }
 

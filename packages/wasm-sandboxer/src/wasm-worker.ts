@@ -37,7 +37,7 @@ export const FD_SLOTS = 256;
  * worker is inside wasm or a host call.
  */
 export const CONTROL = {
-  words: 4,
+  words: 5,
   /** set to 1 and notified by kill(): wakes a module sleeping in poll_oneoff */
   kill: 0,
   /** the host call in progress: 0 none, 1 fd_read, 2 fd_write */
@@ -46,6 +46,8 @@ export const CONTROL = {
   callFd: 2,
   read: 1,
   write: 2,
+  /** linear memory of the running module in 64 KiB pages, as of its last host call (for Stats) */
+  memPages: 4,
 } as const;
 
 export function wasmWorkerMain(warmUpModule: number[], C: typeof CONTROL): void {
@@ -212,6 +214,7 @@ export function wasmWorkerMain(warmUpModule: number[], C: typeof CONTROL): void 
     slots.fill(-1);
     hostFds.clear();
     Atomics.store(control, C.call, 0);
+    Atomics.store(control, C.memPages, 0);
     try {
       const dirs = Object.values(req.preopens).map((p) => fs.realpathSync(p));
       const predicted = nextFds(dirs.length);
@@ -279,8 +282,17 @@ export function wasmWorkerMain(warmUpModule: number[], C: typeof CONTROL): void 
           return errno;
         },
       };
-      instance = new WebAssembly.Instance(req.module, { wasi_snapshot_preview1: wrapped });
+      // the main thread cannot see this thread's memory object: publish its size whenever the module calls out
+      const noteMemory = (): void => {
+        if (memory) Atomics.store(control, C.memPages, memory.buffer.byteLength >>> 16);
+      };
+      const noted = Object.fromEntries(Object.entries(wrapped).map(([name, fn]) => [name, (...a: (number | bigint)[]) => {
+        noteMemory();
+        return fn(...a);
+      }]));
+      instance = new WebAssembly.Instance(req.module, { wasi_snapshot_preview1: noted });
       memory = instance.exports.memory instanceof WebAssembly.Memory ? instance.exports.memory : undefined;
+      noteMemory();
     } catch (err) {
       closeAll(imports);
       report({ type: 'start-failed', message: err instanceof Error ? err.message : String(err) });
