@@ -46,7 +46,9 @@ const BINARIES: Binary[] = [
     usageExit: 1,
   },
   sandboxer('runc', true),
-  ...['wasm', 'quark', 'vmm'].map((kind) => sandboxer(kind, false)),
+  sandboxer('wasm', true),
+  sandboxer('quark', true),
+  sandboxer('vmm', false),
 ];
 
 const rootVersion: string = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version;
@@ -132,6 +134,11 @@ describe.each(BINARIES)('$name outside the repository', ({ name, help, placehold
       expect(fs.statSync(listen).mode & 0o777).toBe(0o600);
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
+      // The task relay outlives the sandboxer on purpose (containerd's task connections survive a restart); a test
+      // that is done with the sandboxer must end it itself.
+      const relayPid = Number(fs.readFileSync(path.join(tmp, `${name}-state`, 'relay.pid'), 'utf8'));
+      expect(relayPid).toBeGreaterThan(0);
+      process.kill(relayPid, 'SIGTERM');
     }, 30_000);
   }
 

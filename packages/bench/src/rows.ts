@@ -1,0 +1,44 @@
+// Per-sandboxer rows, each against the anchor a user would otherwise pick. A row measures only when its sandboxer
+// is servable through containerd here; otherwise it reports why it was skipped. A sandboxer joins by giving its
+// row a `run` once its own issue lands.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { REPO_ROOT } from '@kuasar/e2e';
+import type { RatioRow } from './report';
+
+export interface SandboxerRow {
+  /** e.g. "wasm tasks/s vs runc". */
+  name: string;
+  /** Why the row cannot run here now, or undefined when it can. */
+  skipReason(): string | undefined;
+  run?(mode: 'quick' | 'full', progress: (msg: string) => void): Promise<RatioRow[]>;
+}
+
+function onPath(bin: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((d) => d !== '' && existsSync(path.join(d, bin)));
+}
+
+const notWired = (what: string): string => `${what}; the row's hook (packages/bench/src/rows.ts) has no run() yet`;
+
+export const SANDBOXER_ROWS: SandboxerRow[] = [
+  {
+    name: 'wasm-sandboxer tasks/s vs runc (kuasar-wasm vs runc-v2 shim)',
+    skipReason: () => {
+      if (!existsSync(path.join(REPO_ROOT, 'dist/bin/wasm-sandboxer'))) return 'dist/bin/wasm-sandboxer is not built';
+      // The CRI path needs a wasm OCI image in testkit and a kuasar-wasm handler in the bench containerd config.
+      return notWired('no wasm OCI image in @kuasar/testkit for a CRI run (its Task-API bench: `pnpm --filter @kuasar/wasm-sandboxer bench`)');
+    },
+  },
+  {
+    name: 'quark-sandboxer pod start vs bare runsc',
+    skipReason: () => (onPath('runsc') ? notWired('quark-sandboxer is not servable through containerd yet') : 'runsc is not on PATH'),
+  },
+  {
+    name: 'vmm-sandboxer pod start vs bare QEMU boot',
+    skipReason: () => {
+      if (!onPath('qemu-system-x86_64')) return 'qemu-system-x86_64 is not on PATH';
+      if (!existsSync(path.join(REPO_ROOT, 'dist/bin/vmm-sandboxer'))) return 'dist/bin/vmm-sandboxer is not built';
+      return notWired('vmm-sandboxer is not servable through containerd yet');
+    },
+  },
+];
