@@ -44,6 +44,8 @@ export type EngineStatus = 'created' | 'running' | 'paused' | 'pausing' | 'stopp
 /** An exit the engine observed itself (engines whose processes are not host children of the sandboxer). */
 export interface EngineExit {
   id: string;
+  /** the container's namespace; without it the exit applies to that id in every namespace */
+  namespace?: string;
   /** undefined for the container's init process */
   execId?: string;
   /** exit code, or 128+signal */

@@ -282,6 +282,12 @@ export class TaskService {
     let consoleDir: string | undefined;
     let created = false;
     try {
+      // provisional record first: a sandboxer killed from here on leaves what recover() needs to undo this Create
+      // (the mount targets are recorded before mounting; unmounting one that is not mounted is a no-op)
+      this.store.save({
+        version: 1, id, namespace: ns, bundle, status: 'creating', mounts: req.rootfs.map(() => join(bundle, 'rootfs')),
+        sharedPidNs: sharesPidNamespace(spec), paused: false, createdAt: new Date().toISOString(), processes: [],
+      });
       if (req.rootfs.length > 0) mounts = mountRootfs(req.rootfs, join(bundle, 'rootfs'));
       if (this.hooks.prepareContainer) {
         // the hook may edit its argument in place or return a new spec: compare with what is on disk
@@ -633,7 +639,8 @@ export class TaskService {
 
   private onEngineExit(e: EngineExit): void {
     for (const c of this.containers.values()) {
-      if (c.ref.id !== e.id) continue;
+      // an engine that omits the namespace matches the id in every namespace
+      if (c.ref.id !== e.id || (e.namespace !== undefined && c.ref.namespace !== e.namespace)) continue;
       const p = c.process(e.execId ?? '');
       if (p && p.status !== 'stopped') void this.processExited(c, p, e.status, e.exitedAt);
     }
@@ -740,10 +747,25 @@ export class TaskService {
    */
   async recover(): Promise<string[]> {
     const out: string[] = [];
-    const records = this.store.list((path, err) => this.logger.error({ path, err: String(err) }, 'unreadable task record; skipped'));
+    const unreadable: { namespace: string; id: string }[] = [];
+    const records = this.store.list((path, err, where) => {
+      this.logger.error({ path, err: String(err) }, 'unreadable task record; removing its container');
+      unreadable.push(where);
+    });
+    for (const { namespace, id } of unreadable) {
+      // nobody can manage this container any more (no bundle, pids or mounts known): remove it rather than leak
+      // it. The engine only uses the bundle for its logs, so the task dir stands in for the unknown one.
+      await this.removeLeftover({ id, namespace, bundle: this.store.dir(namespace, id) }, []);
+    }
     for (const r of records) {
       const ref: ContainerRef = { id: r.id, namespace: r.namespace, bundle: r.bundle };
       const log = this.logger.child({ namespace: r.namespace, id: r.id });
+      if (r.status === 'creating') {
+        // killed during Create: containerd already got an error for it, so the container is only a leak
+        log.warn('task record of an interrupted Create; removing its container');
+        await this.removeLeftover(ref, r.mounts);
+        continue;
+      }
       const procs = r.processes.map((pr) => {
         const p = new TaskProcess(pr.execId, pr.stdio, pr.spec);
         p.pid = pr.pid;
@@ -794,6 +816,21 @@ export class TaskService {
       log.info('container re-adopted');
     }
     return out;
+  }
+
+  /** Force-delete a container nobody reports on (interrupted Create, unreadable record) and drop its state. */
+  private async removeLeftover(ref: ContainerRef, mounts: string[]): Promise<void> {
+    const log = this.logger.child({ namespace: ref.namespace, id: ref.id });
+    try {
+      await this.engine.delete(ref, { force: true });
+    } catch (err) {
+      // keep the task dir so the next recover() tries again
+      log.error({ err: (err as Error).message }, 'cannot delete leftover container; its task dir is kept');
+      return;
+    }
+    unmountAll(mounts);
+    this.store.remove(ref.namespace, ref.id);
+    log.info({ mounts }, 'leftover container deleted, rootfs unmounted, task dir removed');
   }
 
   private adopt(c: Container, p: TaskProcess): void {

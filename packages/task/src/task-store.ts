@@ -29,7 +29,12 @@ export interface TaskRecord {
   id: string;
   namespace: string;
   bundle: string;
-  /** rootfs mount targets we mounted and must unmount on Delete */
+  /**
+   * 'creating' while Create runs: written before anything is mounted or created, so a sandboxer killed
+   * mid-Create leaves a record recover() uses to remove what the Create left behind. Absent means created.
+   */
+  status?: 'creating';
+  /** rootfs mount targets we mounted (while creating: are about to mount) and must unmount on Delete */
   mounts: string[];
   /** no own pid namespace: on init exit the rest of the container is killed (kill --all) */
   sharedPidNs: boolean;
@@ -90,8 +95,8 @@ export class TaskStore {
     }
   }
 
-  /** Every readable record; unreadable ones are reported and skipped. */
-  list(onError: (path: string, err: unknown) => void): TaskRecord[] {
+  /** Every readable record; unreadable ones (and dirs without one) are reported with their namespace and id. */
+  list(onError: (path: string, err: unknown, where: { namespace: string; id: string }) => void): TaskRecord[] {
     const out: TaskRecord[] = [];
     let namespaces: string[];
     try {
@@ -113,7 +118,7 @@ export class TaskStore {
           if (r.version !== 1 || r.id !== id || r.namespace !== ns) throw new Error('record does not match its path');
           out.push(r);
         } catch (err) {
-          onError(file, err);
+          onError(file, err, { namespace: ns, id });
         }
       }
     }

@@ -1,11 +1,17 @@
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { OCI_PROCESS_TYPE_URL, packJsonAny, types } from '@kuasar/api';
+import { OCI_PROCESS_TYPE_URL, packJsonAny, task, types } from '@kuasar/api';
 import { Code } from '@kuasar/ttrpc';
-import { setChildSubreaper } from '@kuasar/sys';
+import { MNT_DETACH, setChildSubreaper, umount2 } from '@kuasar/sys';
+import type { ContainerCreate, ContainerRef, Engine } from '../src/engine';
+import { OciCliEngine } from '../src/engines/oci-cli';
+import { EventPublisher } from '../src/events';
+import { TaskService } from '../src/task-service';
+import { processStartTime } from '../src/task-store';
 import { createBusyboxBundle } from './helpers/bundle';
 import { clientFifos } from './helpers/fifo';
-import { removeTestCgroups, runtimeList, startHarness, until } from './helpers/harness';
+import { logger, removeTestCgroups, runtimeList, startHarness, until } from './helpers/harness';
 
 afterAll(() => removeTestCgroups());
 
@@ -133,5 +139,66 @@ test('re-adopted processes that are still our children are reaped with their rea
   } finally {
     b.remove();
     rmSync(h1.dir, { recursive: true, force: true });
+  }
+});
+
+test('a sandboxer killed during Create (after the runtime created the container) leaks nothing: recover() removes it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'kuasar-task-'));
+  const runtimeRoot = join(dir, 'runtime');
+  const source = createBusyboxBundle({});
+  const b = createBusyboxBundle({ args: ['sleep', '1000'] });
+  rmSync(b.rootfs, { recursive: true });
+  mkdirSync(b.rootfs);
+  const runc = new OciCliEngine({ binary: 'runc', root: runtimeRoot, logger, timeoutMs: 10_000 });
+  let createdPid = 0;
+  // the real create runs, then the "sandboxer" never gets further (as if killed right after `runc create`)
+  const engine: Engine = Object.assign(Object.create(runc) as OciCliEngine, {
+    create: async (c: ContainerRef, init: ContainerCreate) => {
+      createdPid = (await runc.create(c, init)).pid;
+      return new Promise<never>(() => undefined);
+    },
+  });
+  const publisher = new EventPublisher({ address: join(dir, 'no-events.sock'), logger, retryDelayMs: 20 });
+  const mounted = () => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some((l) => l.split(' ')[4] === b.rootfs);
+  try {
+    const s1 = new TaskService({ engine, publisher, logger, stateDir: join(dir, 'state'), oomPollMs: 0 });
+    setChildSubreaper(false);
+    void s1.create(task.CreateTaskRequest.fromPartial({ id: 'half', bundle: b.path,
+      rootfs: [{ type: 'bind', source: source.rootfs, target: '', options: ['rbind', 'rw'] }] }), { namespace: 'k8s.io' });
+    await until(() => createdPid > 0, 10_000, 'runc create');
+    // the crash: no cleanup, the service object is simply dropped
+    s1.close();
+    expect(runtimeList('runc', runtimeRoot)).toEqual(['half']);
+    expect(mounted()).toBe(true);
+    expect(processStartTime(createdPid)).toBeDefined();
+
+    const h2 = await startHarness({ dir });
+    try {
+      expect(await h2.service.recover()).toEqual([]);
+      expect(runtimeList('runc', runtimeRoot)).toEqual([]);
+      expect(existsSync(join(h2.stateDir, 'tasks', 'k8s.io', 'half'))).toBe(false);
+      expect(mounted()).toBe(false);
+      // the `runc init` waiting for start is gone (dead or a zombie about to be reaped)
+      await until(() => processStartTime(createdPid) === undefined, 5000, 'runc init exit');
+      const cgroupsPath = (b.spec['linux'] as { cgroupsPath: string }).cgroupsPath;
+      for (const ctrl of readdirSync('/sys/fs/cgroup')) expect(existsSync(join('/sys/fs/cgroup', ctrl, cgroupsPath))).toBe(false);
+      await expect(h2.tasks.state({ id: 'half' })).rejects.toMatchObject({ code: Code.NOT_FOUND });
+      // the id is free again
+      const b2 = createBusyboxBundle({ args: ['true'] });
+      try {
+        await h2.tasks.create({ id: 'half', bundle: b2.path });
+        await h2.tasks.delete({ id: 'half' });
+      } finally {
+        b2.remove();
+      }
+    } finally {
+      await h2.close();
+    }
+  } finally {
+    await publisher.close(200);
+    if (mounted()) umount2(b.rootfs, MNT_DETACH);
+    b.remove();
+    source.remove();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

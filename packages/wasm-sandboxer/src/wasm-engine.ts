@@ -195,7 +195,7 @@ export class WasmEngine implements Engine {
       closeAll(p.stdio);
       p.status = 'stopped';
       // an init that cannot start is over (so Delete need not wait for it); an exec is just not added
-      if (execId === undefined) this.emit({ id: c.id, status: 255, exitedAt: new Date() });
+      if (execId === undefined) this.emit({ id: c.id, namespace: c.namespace, status: 255, exitedAt: new Date() });
       throw toTtrpcError(err);
     }
     p.status = 'running';
@@ -208,7 +208,7 @@ export class WasmEngine implements Engine {
         for (const e of wc.execs.values()) e.module?.kill(SIGKILL);
       }
       this.logger.debug({ id: c.id, namespace: c.namespace, exec: execId, status: exit.exitCode, reason: exit.reason }, 'wasm module exited');
-      this.emit({ id: c.id, execId, status: exit.exitCode, exitedAt: exit.exitedAt });
+      this.emit({ id: c.id, namespace: c.namespace, execId, status: exit.exitCode, exitedAt: exit.exitedAt });
     });
   }
 
@@ -223,7 +223,7 @@ export class WasmEngine implements Engine {
       // killing a created container ends it before its program ran, as runc does
       p.status = 'stopped';
       closeAll(p.stdio);
-      this.emit({ id: c.id, execId, status: 128 + signal, exitedAt: new Date() });
+      this.emit({ id: c.id, namespace: c.namespace, execId, status: 128 + signal, exitedAt: new Date() });
     }
   }
 

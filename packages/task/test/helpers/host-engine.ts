@@ -25,7 +25,7 @@ export class HostProcessEngine implements Engine {
 
   async create(c: ContainerRef, init: ContainerCreate): Promise<{ pid: number }> {
     if (init.stdio.terminal) throw new TtrpcError(Code.UNIMPLEMENTED, 'host engine has no terminals');
-    this.containers.set(c.id, { init, status: 'created', execs: new Map() });
+    this.containers.set(`${c.namespace}/${c.id}`, { init, status: 'created', execs: new Map() });
     return { pid: 0 };
   }
 
@@ -33,7 +33,7 @@ export class HostProcessEngine implements Engine {
     const e = this.entry(c);
     e.child = this.run(e.init.spec.process ?? {}, e.init.stdio, (status) => {
       e.status = 'stopped';
-      this.listener?.({ id: c.id, status });
+      this.listener?.({ id: c.id, namespace: c.namespace, status });
     });
     e.status = 'running';
     return { pid: e.child.pid ?? 0 };
@@ -41,7 +41,7 @@ export class HostProcessEngine implements Engine {
 
   async exec(c: ContainerRef, execId: string, process: OciProcess, stdio: ProcessStdio): Promise<{ pid: number }> {
     const e = this.entry(c);
-    const child = this.run(process, stdio, (status) => this.listener?.({ id: c.id, execId, status }));
+    const child = this.run(process, stdio, (status) => this.listener?.({ id: c.id, namespace: c.namespace, execId, status }));
     e.execs.set(execId, child);
     return { pid: child.pid ?? 0 };
   }
@@ -53,7 +53,7 @@ export class HostProcessEngine implements Engine {
   }
 
   async delete(c: ContainerRef): Promise<void> {
-    this.containers.delete(c.id);
+    this.containers.delete(`${c.namespace}/${c.id}`);
   }
 
   async state(c: ContainerRef): Promise<{ status: EngineStatus; pid: number }> {
@@ -74,7 +74,7 @@ export class HostProcessEngine implements Engine {
   stats = this.pause as unknown as Engine['stats'];
 
   private entry(c: ContainerRef): Entry {
-    const e = this.containers.get(c.id);
+    const e = this.containers.get(`${c.namespace}/${c.id}`);
     if (!e) throw new TtrpcError(Code.NOT_FOUND, `container ${c.id} does not exist`);
     return e;
   }
