@@ -1,0 +1,214 @@
+// A real quark-sandboxer process (bundled from src/main.ts like the shipped binary), a grpc-js Controller client,
+// a ttrpc Task v3 client, binary-safe client FIFOs, and CRI-shaped busybox bundles.
+import * as grpc from '@grpc/grpc-js';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import { Socket } from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { build } from 'esbuild';
+import { cri, packAny, sandboxApi, task, type google } from '@kuasar/api';
+import { TtrpcClient, createClient, type ServiceClient } from '@kuasar/ttrpc';
+import { createBusyboxBundle, type BusyboxBundle } from '../../task/test/helpers/bundle';
+
+export { createBusyboxBundle, type BusyboxBundle };
+
+/** The trixie runsc scripts/fetch-debs.sh cached (or $KUASAR_RUNSC). */
+export function runscPath(): string | undefined {
+  if (process.env['KUASAR_RUNSC']) return process.env['KUASAR_RUNSC'];
+  try {
+    const m = JSON.parse(fs.readFileSync(path.join(process.env['KUASAR_CACHE'] ?? '/var/cache/kuasar', 'debs', 'manifest.json'), 'utf8')) as
+      { key: string; bins: Record<string, string> }[];
+    const p = m.find((e) => e.key === 'runsc')?.bins['runsc'];
+    return p && fs.existsSync(p) ? p : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function tempDir(prefix: string): string {
+  return fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), prefix)));
+}
+
+export async function bundleSandboxer(outDir: string): Promise<string> {
+  const out = path.join(outDir, 'quark-sandboxer.js');
+  await build({
+    entryPoints: [path.join(__dirname, '..', 'src', 'main.ts')],
+    bundle: true, platform: 'node', target: 'node20', format: 'cjs', outfile: out,
+    external: ['koffi'], logLevel: 'error',
+  });
+  return out;
+}
+
+export interface SandboxerProcess {
+  child: ChildProcess;
+  pid: number;
+  logs: string[];
+  exited: Promise<number | null>;
+}
+
+/** Starts the bundled sandboxer; resolves once it logged "sandboxer ready" (needs log level info or lower). */
+export function startSandboxerProcess(script: string, args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<SandboxerProcess> {
+  const child = spawn(process.execPath, [script, ...args], {
+    env: { ...process.env, NODE_PATH: path.join(__dirname, '..', '..', 'sys', 'node_modules'), NOTIFY_SOCKET: '', KUASAR_TASK_RELAY: '0', ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const logs: string[] = [];
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`sandboxer not ready after ${timeoutMs} ms: ${logs.slice(-5).join('\n')}`));
+    }, timeoutMs);
+    let buf = '';
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+      buf += d;
+      const lines = buf.split('\n');
+      buf = lines.pop()!;
+      for (const l of lines) {
+        logs.push(l);
+        if (process.env['KUASAR_TEST_LOG']) process.stderr.write(`${l}\n`);
+        if (l.includes('"sandboxer ready"')) {
+          clearTimeout(timer);
+          resolve({ child, pid: child.pid!, logs, exited });
+        }
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`sandboxer exited ${code}: ${logs.slice(-5).join('\n')}${buf}`));
+    });
+  });
+}
+
+type Method = 'create' | 'start' | 'stop' | 'wait' | 'status' | 'shutdown' | 'metrics';
+const REQUEST = {
+  create: sandboxApi.ControllerCreateRequest, start: sandboxApi.ControllerStartRequest, stop: sandboxApi.ControllerStopRequest,
+  wait: sandboxApi.ControllerWaitRequest, status: sandboxApi.ControllerStatusRequest, shutdown: sandboxApi.ControllerShutdownRequest,
+  metrics: sandboxApi.ControllerMetricsRequest,
+} as const;
+
+export function controllerClient(socket: string): sandboxApi.ControllerClient {
+  return new sandboxApi.ControllerClient(`unix:${socket}`, grpc.credentials.createInsecure());
+}
+
+/** One unary Controller call with containerd's namespace metadata. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export function rpc(client: sandboxApi.ControllerClient, method: Method, req: object): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const fn = client[method].bind(client) as unknown as (r: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
+    const md = new grpc.Metadata();
+    md.set('containerd-namespace', 'k8s.io');
+    fn((REQUEST[method] as { fromPartial(o: unknown): unknown }).fromPartial(req), md, (err, res) => (err ? reject(err) : resolve(res)));
+  });
+}
+
+export function podOptions(name: string, cgroupParent = ''): google.Any {
+  return packAny('runtime.v1.PodSandboxConfig', cri.PodSandboxConfig, cri.PodSandboxConfig.fromPartial({
+    metadata: { name, namespace: 'default', uid: `uid-${name}` },
+    hostname: name,
+    linux: {
+      cgroupParent,
+      securityContext: { namespaceOptions: { network: cri.NamespaceMode.POD, pid: cri.NamespaceMode.CONTAINER, ipc: cri.NamespaceMode.POD } },
+    },
+  }));
+}
+
+export type TaskClient = ServiceClient<typeof task.TaskV3Definition>;
+
+export async function taskClient(address: string): Promise<{ conn: TtrpcClient; tasks: TaskClient }> {
+  const conn = await TtrpcClient.connect(address.replace(/^ttrpc\+unix:\/\//, ''), { metadata: { 'containerd-namespace-ttrpc': 'k8s.io' } });
+  return { conn, tasks: createClient(task.TaskV3Definition, conn) };
+}
+
+/** A container bundle as containerd 2.x CRI writes it: /proc/<sandbox pid>/ns paths, CRI annotations, `sandbox`. */
+export function criBundle(pod: string, sandboxPid: number, args: string[], parent: string): BusyboxBundle {
+  const b = createBusyboxBundle({ args, parent, cgroupsPath: '' });
+  const linux = b.spec['linux'] as Record<string, unknown>;
+  delete linux['cgroupsPath'];
+  linux['namespaces'] = ['pid', 'ipc', 'uts', 'mount', 'network'].map((t) =>
+    t === 'pid' || t === 'mount' ? { type: t } : { type: t, path: `/proc/${sandboxPid}/ns/${t === 'network' ? 'net' : t}` });
+  b.spec['annotations'] = { 'io.kubernetes.cri.container-type': 'container', 'io.kubernetes.cri.sandbox-id': pod };
+  delete b.spec['hostname'];
+  b.writeSpec();
+  fs.writeFileSync(path.join(b.path, 'sandbox'), pod);
+  return b;
+}
+
+export interface Fifos {
+  stdin: string;
+  stdout: string;
+  stderr: string;
+  /** every byte read from stdout until EOF */
+  out: Promise<Buffer>;
+  err: Promise<Buffer>;
+  write(data: Buffer): Promise<void>;
+  close(): void;
+}
+
+/** containerd's cio, binary-safe: mkfifo, readers opened O_NONBLOCK before Create, stdin opened after. */
+export function fifos(dir: string, name: string, withStdin = false): Fifos {
+  const p = (s: string) => path.join(dir, `${name}-${s}`);
+  const stdin = withStdin ? p('stdin') : '';
+  for (const f of [stdin, p('stdout'), p('stderr')]) if (f) execFileSync('mkfifo', ['-m', '0700', f]);
+  const sockets: Socket[] = [];
+  const read = (f: string) => {
+    const s = new Socket({ fd: fs.openSync(f, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK), readable: true, writable: false });
+    sockets.push(s);
+    return new Promise<Buffer>((resolve) => {
+      const chunks: Buffer[] = [];
+      s.on('data', (d: Buffer) => chunks.push(d));
+      s.on('error', () => resolve(Buffer.concat(chunks)));
+      s.on('end', () => resolve(Buffer.concat(chunks)));
+    });
+  };
+  return {
+    stdin, stdout: p('stdout'), stderr: p('stderr'), out: read(p('stdout')), err: read(p('stderr')),
+    async write(data) {
+      const w = new Socket({ fd: fs.openSync(stdin, fs.constants.O_WRONLY | fs.constants.O_NONBLOCK), readable: false, writable: true });
+      sockets.push(w);
+      await new Promise<void>((r) => w.write(data, () => r()));
+      await new Promise<void>((r) => w.end(() => r()));
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
+
+export function until<T>(fn: () => T | undefined | false | Promise<T | undefined | false>, ms = 10_000, what = 'condition'): Promise<T> {
+  const end = Date.now() + ms;
+  return new Promise((resolve, reject) => {
+    const tick = async () => {
+      const v = await fn();
+      if (v) resolve(v);
+      else if (Date.now() > end) reject(new Error(`timed out waiting for ${what}`));
+      else setTimeout(() => void tick(), 50);
+    };
+    void tick();
+  });
+}
+
+/** PSS in kB from /proc/<pid>/smaps_rollup (0 if gone). */
+export function pssKb(pid: number): number {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export function alive(pid: number): boolean {
+  try {
+    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
