@@ -748,6 +748,17 @@ static int action_delete(const struct options *o, const char *kind, const char *
 				goto unreachable;
 			}
 			say(2, "kuasar %s shim: task %s did not exit within %d ms of SIGKILL", kind, o->id, WAIT_TIMEOUT_MS);
+			/*
+			 * The sandboxer answers DEADLINE_EXCEEDED at the same moment we give up, so the connection may
+			 * hold half a frame: Delete goes over a fresh one.
+			 */
+			close(c.fd);
+			c.fd = connect_unix(socket_path);
+			c.next_stream = 1;
+			if (c.fd < 0) {
+				say(2, "kuasar %s shim: reconnecting to %s failed: %s", kind, socket_path, strerror(errno));
+				goto unreachable;
+			}
 		} else {
 			if (res.code == CODE_DEADLINE_EXCEEDED)
 				say(2, "kuasar %s shim: task %s did not exit within %d ms of SIGKILL", kind, o->id, WAIT_TIMEOUT_MS);
