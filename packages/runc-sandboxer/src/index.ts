@@ -16,7 +16,7 @@ export { rewriteContainerSpec, podSpecContext, podCgroupsPath, defaultCgroupPare
 export type { OciSpec, OciNamespace, PodSpecContext, PodNamespaceRef } from './spec-rewrite';
 export { podSettings, PodSettingsError } from './pod-settings';
 export type { PodSettings } from './pod-settings';
-export { podMetrics, podCgroupDirs, removePodCgroup, cgroupfsPath } from './pod-cgroup';
+export { podMetrics, podCgroupDirs, podCgroupPids, killPodCgroup, removePodCgroup, cgroupfsPath } from './pod-cgroup';
 export {
   RUNC_CONFIG_SCHEMA,
   DEFAULT_ENGINE_OPTIONS,

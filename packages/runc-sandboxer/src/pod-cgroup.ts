@@ -68,3 +68,50 @@ export function removePodCgroup(parent: string): string[] {
   }
   return busy;
 }
+
+/** Pids of every process in the parent's subtree, from all hierarchies (a process shows up in each; deduplicated). */
+export function podCgroupPids(parent: string): number[] {
+  const dirs = podCgroupDirs(parent);
+  const tops = new Set([...Object.values(dirs.v1), ...(dirs.unified ? [dirs.unified] : [])]);
+  const pids = new Set<number>();
+  const walk = (d: string): void => {
+    let entries: fs.Dirent[];
+    try {
+      entries = fs.readdirSync(d, { withFileTypes: true });
+    } catch {
+      return; // removed meanwhile
+    }
+    try {
+      for (const l of fs.readFileSync(path.join(d, 'cgroup.procs'), 'utf8').split('\n')) if (l !== '') pids.add(Number(l));
+    } catch {
+      // no cgroup.procs (removed meanwhile)
+    }
+    for (const e of entries) if (e.isDirectory()) walk(path.join(d, e.name));
+  };
+  for (const top of tops) walk(top);
+  return [...pids];
+}
+
+/**
+ * SIGKILLs whatever still runs in the pod's cgroup and waits (up to `waitMs`) for it to be gone. The backstop of a pod
+ * Stop: a container containerd has forgotten (or whose bundle is gone, so the runtime CLI cannot reach it) would
+ * otherwise outlive its pod. Returns the pids it signalled and those still present after the wait.
+ */
+export async function killPodCgroup(parent: string, waitMs: number): Promise<{ killed: number[]; left: number[] }> {
+  const deadline = Date.now() + waitMs;
+  const killed = new Set<number>();
+  for (;;) {
+    const pids = podCgroupPids(parent).filter((p) => p !== process.pid);
+    if (pids.length === 0) return { killed: [...killed], left: [] };
+    if (Date.now() >= deadline && killed.size > 0) return { killed: [...killed], left: pids };
+    for (const pid of pids) {
+      try {
+        process.kill(pid, 'SIGKILL');
+        killed.add(pid);
+      } catch {
+        // exited meanwhile
+      }
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -16,7 +16,7 @@ import { Reaper } from '@kuasar/sys';
 import { Code, TtrpcError, type ContainerRef, type Engine, type OciSpec as TaskOciSpec, type TaskHooks, type TaskService } from '@kuasar/task';
 import { DEFAULT_ENGINE_OPTIONS, EngineOptionsError, engineOptionsFromAny, type EngineOptions } from './engine-options';
 import { withEngineAnnotation } from './engine-select';
-import { podMetrics, removePodCgroup } from './pod-cgroup';
+import { killPodCgroup, podMetrics, removePodCgroup } from './pod-cgroup';
 import {
   PodNamespaceError,
   inspectPodNamespaces,
@@ -38,6 +38,8 @@ import { SpecRewriteError, podSpecContext, rewriteContainerSpec, type OciSpec } 
 /** CRI marks every container with its pod; containerd 2.x also writes the id to <bundle>/sandbox. */
 export const CRI_SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
 export const SANDBOX_ID_ANNOTATION = 'io.kuasar.sandbox-id';
+/** `sandbox` on CRI's pause container, `container` on the others. */
+export const CRI_CONTAINER_TYPE_ANNOTATION = 'io.kubernetes.cri.container-type';
 const SIGTERM = 15;
 const SIGKILL = 9;
 /** After SIGKILL, how long Stop waits for containers to be gone before tearing the pod down anyway. */
@@ -57,6 +59,11 @@ export interface PodTasks {
   kill(m: PodMember, signal: number): Promise<void>;
   /** Resolves when the container's processes have exited (or the container is gone); rejects when `signal` aborts. */
   waitExit(m: PodMember, signal: AbortSignal): Promise<void>;
+  /**
+   * Forgets a container that outlived its pod (containerd never deleted it, e.g. it lost the task over a restart):
+   * its runtime state and task record go with the pod. A container already gone is not an error.
+   */
+  remove?(m: PodMember): Promise<void>;
 }
 
 function isNotFound(err: unknown): boolean {
@@ -76,6 +83,13 @@ export function taskServicePodTasks(service: TaskService): PodTasks {
     async waitExit(m, signal) {
       try {
         await service.wait(task.WaitRequest.fromPartial({ id: m.id }), { namespace: m.namespace, signal });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    },
+    async remove(m) {
+      try {
+        await service.delete(task.DeleteRequest.fromPartial({ id: m.id }), { namespace: m.namespace });
       } catch (err) {
         if (!isNotFound(err)) throw err;
       }
@@ -111,6 +125,9 @@ export function enginePodTasks(engine: Engine, pollMs = 100): PodTasks {
         if (signal.aborted) throw new Error('wait aborted');
         await new Promise((r) => setTimeout(r, pollMs));
       }
+    },
+    async remove(m) {
+      await engine.delete(ref(m), { force: true });
     },
   };
 }
@@ -268,6 +285,11 @@ export class RuncSandboxer implements Sandboxer {
     const rt = this.runtime(sandbox);
     rt.stopping = true;
     await this.stopContainers(sandbox, timeoutSecs);
+    // Anything left in the pod's cgroup belongs to no container the task core can still signal (e.g. containerd
+    // forgot it and removed its bundle); the pod ending ends it too.
+    const swept = await this.sweepPodCgroup(sandbox, KILL_WAIT_MS);
+    if (swept.killed.length > 0) sandbox.logger.warn({ pids: swept.killed }, 'killed processes left in the pod cgroup');
+    if (swept.left.length > 0) sandbox.logger.warn({ pids: swept.left }, 'processes still in the pod cgroup after SIGKILL');
     const holder = stateOf(sandbox).namespaces?.holder;
     try {
       await tearDownPodNamespaces(sandbox.dir, { logger: sandbox.logger });
@@ -282,6 +304,14 @@ export class RuncSandboxer implements Sandboxer {
     const rt = this.pods.get(sandbox.id);
     rt?.close();
     const errors: string[] = [];
+    // CRI deletes a pod's containers before Shutdown; members still listed were lost by containerd.
+    for (const m of this.members(sandbox)) {
+      try {
+        await this.tasks?.remove?.(m);
+      } catch (err) {
+        sandbox.logger.warn({ container: m.id, err: (err as Error).message }, 'cannot remove a container left in the pod');
+      }
+    }
     try {
       await tearDownPodNamespaces(sandbox.dir, { logger: sandbox.logger });
     } catch (err) {
@@ -361,8 +391,13 @@ export class RuncSandboxer implements Sandboxer {
     const log = this.logger.child({ id: req.id, namespace, sandbox: sandboxId });
     try {
       if (!rt) {
-        // No pod of ours (CRI 1.x pause task, ctr run): a standalone task with the namespaces its spec asks for.
-        if (sandboxId !== undefined) log.info('sandbox is not a runc pod of this sandboxer; running the container standalone');
+        // No pod of ours (containerd 1.x CRI, ctr run): a standalone task with the namespaces its spec asks for. On 1.x
+        // the CRI pause container is such a task and holds the pod's namespaces; the pod's other containers join
+        // them through the /proc/<pause pid>/ns paths CRI writes into their specs.
+        if (sandboxId !== undefined) {
+          const pause = spec.annotations?.[CRI_CONTAINER_TYPE_ANNOTATION] === 'sandbox';
+          log.debug(pause ? 'CRI pause container: a task that holds its pod\'s namespaces' : 'container of a pod held by its CRI pause task');
+        }
         return withEngineAnnotation(spec, engineOptionsFromAny(req.options, this.defaults));
       }
       const sandbox = rt.sandbox;
@@ -467,7 +502,23 @@ export class RuncSandboxer implements Sandboxer {
       if (await waitAll(timeoutSecs * 1000)) return;
     }
     await signalAll(SIGKILL);
+    // A container the runtime can no longer signal (its bundle is gone) is still in the pod cgroup.
+    await this.sweepPodCgroup(sandbox, 0);
     if (!(await waitAll(KILL_WAIT_MS))) log.warn('containers still running after SIGKILL; tearing the pod down anyway');
+  }
+
+  /**
+   * killPodCgroup, but only on a cgroup that is the pod's alone: our default /kuasar/<id>, or a parent named after
+   * the pod's uid as kubelet names pod cgroups (pod<uid>, with '_' for '-' under systemd). A shared parent a client
+   * passed (say "/") is never swept.
+   */
+  private sweepPodCgroup(sandbox: Sandbox, waitMs: number): Promise<{ killed: number[]; left: number[] }> {
+    const settings = stateOf(sandbox).settings;
+    const uid = sandbox.record.config?.metadata?.uid ?? '';
+    const last = settings.cgroupParent.split('/').filter(Boolean).pop() ?? '';
+    const podsOwn = settings.ownCgroupParent || (uid !== '' && (last.includes(`pod${uid}`) || last.includes(`pod${uid.replace(/-/g, '_')}`)));
+    if (!podsOwn) return Promise.resolve({ killed: [], left: [] });
+    return killPodCgroup(settings.cgroupParent, waitMs);
   }
 
   private holderExited(pid: number, status: number): void {

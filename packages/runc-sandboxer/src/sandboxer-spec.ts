@@ -1,7 +1,7 @@
 import { ConfigError, type SandboxerSpec } from '@kuasar/sandbox';
 import { EngineOptionsError, RUNC_CONFIG_SCHEMA, engineOptionsFromConfig, type EngineOptions } from './engine-options';
 import { EngineSelector } from './engine-select';
-import { RuncSandboxer, enginePodTasks } from './runc-sandboxer';
+import { RuncSandboxer, enginePodTasks, taskServicePodTasks } from './runc-sandboxer';
 
 /**
  * The runc sandboxer binary for the framework: `runSandboxer(runcSandboxerSpec(version))` is all main.ts needs.
@@ -36,6 +36,11 @@ export function runcSandboxerSpec(version: string): SandboxerSpec<typeof RUNC_CO
     },
     createTaskHooks() {
       return made().hooks;
+    },
+    // Through the task core once it exists: exit statuses, task records and events then stay consistent when Stop
+    // ends a pod's containers or Shutdown removes the ones containerd lost.
+    taskServiceReady(service) {
+      made().attachTasks(taskServicePodTasks(service));
     },
   };
 }

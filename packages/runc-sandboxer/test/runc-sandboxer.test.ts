@@ -218,6 +218,46 @@ describe('RuncSandboxer through the framework controller and the task core (real
     }
   });
 
+  it('Stop kills what is left in the pod cgroup; Shutdown removes a container containerd lost (bundle gone)', async () => {
+    const { id } = await runPod({});
+    const cid = `${id}-lost`;
+    const bundle = criBundle(id, 0, cid, ['sleep', '1003'], false);
+    const { pid } = await runContainer(bundle, cid);
+    // containerd 2.1 without the shim binary deletes the bundle on restart and forgets the task: runc can no longer
+    // be driven for it (its --log file's dir is gone), so only the pod cgroup still reaches the process.
+    fs.rmSync(bundle, { recursive: true, force: true });
+    // A stray process in the pod cgroup (not a container at all) must not outlive the pod either.
+    const stray = execFileSync('sh', ['-c', 'sleep 1004 >/dev/null 2>&1 & echo $!'], { encoding: 'utf8' }).trim();
+    const strayCg = `/sys/fs/cgroup/pids/kuasar/${id}/stray`;
+    fs.mkdirSync(strayCg, { recursive: true });
+    fs.writeFileSync(path.join(strayCg, 'cgroup.procs'), stray);
+    await w.controller.stop(id, 0);
+    const gone = (p: number): boolean => !fs.existsSync(`/proc/${p}`) || fs.readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]![0] === 'Z';
+    for (let i = 0; i < 50 && !(gone(pid) && gone(Number(stray))); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(gone(pid)).toBe(true);
+    expect(gone(Number(stray))).toBe(true);
+    await w.controller.shutdown(id);
+    expect(fs.existsSync(path.join(w.stateDir, 'tasks', NS, cid))).toBe(false);
+    expect(fs.existsSync(path.join(w.runcRoot, NS, cid))).toBe(false);
+    expect(fs.existsSync(`/sys/fs/cgroup/pids/kuasar/${id}`)).toBe(false);
+  });
+
+  it('never sweeps a cgroup parent that is not the pod\'s own', async () => {
+    const shared = `/kuasar-shared-${process.pid}`;
+    const { id } = await runPod({ cgroupParent: shared });
+    const bystander = execFileSync('sh', ['-c', 'sleep 1005 >/dev/null 2>&1 & echo $!'], { encoding: 'utf8' }).trim();
+    const cg = `/sys/fs/cgroup/pids${shared}/bystander`;
+    fs.mkdirSync(cg, { recursive: true });
+    cleanups.push(() => {
+      try { process.kill(Number(bystander), 'SIGKILL'); } catch { /* gone */ }
+      for (let i = 0; i < 20 && fs.existsSync(cg); i++) try { fs.rmdirSync(cg); } catch { execFileSync('sleep', ['0.05']); }
+      try { fs.rmdirSync(`/sys/fs/cgroup/pids${shared}`); } catch { /* busy or gone */ }
+    });
+    fs.writeFileSync(path.join(cg, 'cgroup.procs'), bystander);
+    await w.controller.stop(id, 0);
+    expect(fs.existsSync(`/proc/${bystander}`)).toBe(true);
+  });
+
   it('reports the pod exited when its holder dies', async () => {
     const { id, pid } = await runPod({ pid: cri.NamespaceMode.POD });
     const waited = w.controller.wait(id);

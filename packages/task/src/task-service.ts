@@ -143,6 +143,18 @@ class Container {
 const IDENTIFIER = /^[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*$/;
 const SIGKILL = 9;
 
+/**
+ * containerd 1.x sends no namespace metadata on task calls; its bundles are
+ * `<state>/io.containerd.runtime.v2.task/<namespace>/<id>`, so the namespace is in the path.
+ */
+function namespaceOfBundle(bundle: string, id: string): string | undefined {
+  const parts = bundle.split('/');
+  const n = parts.length;
+  if (n < 3 || parts[n - 1] !== id || parts[n - 3] !== 'io.containerd.runtime.v2.task') return undefined;
+  const ns = parts[n - 2]!;
+  return IDENTIFIER.test(ns) ? ns : undefined;
+}
+
 function validId(kind: string, id: string): string {
   if (!id || id.length > 76 || !IDENTIFIER.test(id)) {
     throw new TtrpcError(Code.INVALID_ARGUMENT, `invalid ${kind} "${id}": want 1-76 alphanumerics joined by '.', '_' or '-'`);
@@ -217,6 +229,11 @@ export class TaskService {
   }
 
   private container(id: string, ctx: TaskCallContext | undefined): Container {
+    if (!ctx?.namespace) {
+      // containerd 1.x sends no namespace on task calls: the id names the container when only one namespace has it
+      const found = [...this.containers.values()].filter((c) => c.ref.id === id && !c.deleted);
+      if (found.length === 1) return found[0]!;
+    }
     const ns = this.namespaceOf(ctx);
     const c = this.containers.get(`${ns}/${id}`);
     if (!c || c.deleted) throw new TtrpcError(Code.NOT_FOUND, `container ${id} not found in namespace ${ns}`);
@@ -232,7 +249,7 @@ export class TaskService {
   // ---- RPCs -------------------------------------------------------------------------------------------------------
 
   async create(req: task.CreateTaskRequest, ctx?: TaskCallContext): Promise<task.CreateTaskResponse> {
-    const ns = validId('namespace', this.namespaceOf(ctx));
+    const ns = validId('namespace', ctx?.namespace || namespaceOfBundle(req.bundle, req.id) || this.defaultNamespace);
     const id = validId('container id', req.id);
     const key = `${ns}/${id}`;
     if (this.containers.has(key) || this.creating.has(key)) throw new TtrpcError(Code.ALREADY_EXISTS, `container ${id} already exists`);

@@ -220,7 +220,10 @@ export class OciCliEngine implements Engine {
   }
 
   private globalArgs(c: ContainerRef): string[] {
-    const g = ['--root', join(this.root, c.namespace), '--log', join(c.bundle, 'log.json'), '--log-format', 'json'];
+    // runc fails every command when it cannot open --log; a bundle containerd removed must not make the container
+    // unreachable (it could never be killed or deleted again)
+    const log = existsSync(c.bundle) ? ['--log', join(c.bundle, 'log.json'), '--log-format', 'json'] : [];
+    const g = ['--root', join(this.root, c.namespace), ...log];
     if (this.systemdCgroup) g.push('--systemd-cgroup');
     return [...g, ...this.extraArgs];
   }
@@ -229,7 +232,7 @@ export class OciCliEngine implements Engine {
   private run(c: ContainerRef | undefined, args: string[], o: RunOptions = {}): Promise<string> {
     const bin = this.binary();
     const argv = c && !o.bare ? [...this.globalArgs(c), ...args] : args;
-    const logFile = c ? join(c.bundle, 'log.json') : undefined;
+    const logFile = c && existsSync(c.bundle) ? join(c.bundle, 'log.json') : undefined;
     const logOffset = logFile ? fileSize(logFile) : 0;
     const timeoutMs = o.timeoutMs ?? this.timeoutMs;
     const stdio = o.stdio ?? ['ignore', 'ignore', 'pipe'];

@@ -1,0 +1,201 @@
+// One containerd + one sandboxer + CRI client + CNI network, private to a test file, and the per-test checks
+// (leftovers, containerd errors) every matrix test runs.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import {
+  BUSYBOX_IMAGE, CriClient, PAUSE_IMAGE, PrivateContainerd, createCniSetup, importTestImages, processesMentioning,
+  type CniSetup, type ContainerdVersion,
+} from '@kuasar/testkit';
+import {
+  SANDBOXERS, SandboxerProcess, buildShim, containerdErrors, handlerName, kuasarContainerdConfig, leftoverCgroups,
+  leftoverMounts, leftoverProcesses, leftoverSockets, leftoverStateDirs, shimEnv, usesShim, type MatrixEntry,
+} from '../src';
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export async function eventually<T>(what: string, fn: () => T | Promise<T>, ok: (v: T) => boolean, ms = 10_000): Promise<T> {
+  const end = Date.now() + ms;
+  let v = await fn();
+  while (!ok(v)) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}; last value: ${JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? x.toString() : x))}`);
+    await sleep(100);
+    v = await fn();
+  }
+  return v;
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function ppidOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+export function verboseInfo(info: Record<string, string>): { pid?: number; netns?: string } {
+  const raw = info.info;
+  if (!raw) return {};
+  const j = JSON.parse(raw) as { pid?: number; runtimeSpec?: { linux?: { namespaces?: { type: string; path?: string }[] } } };
+  return { pid: j.pid, netns: j.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path };
+}
+
+/** Runs fn with process.env extended (PrivateContainerd passes process.env to containerd, containerd to shims). */
+async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+// PrivateContainerd (testkit) has no public restart yet; its private spawn/waitReady do exactly what a restart
+// needs and keep stop() working. TODO(testkit): a public restart().
+interface Restartable {
+  spawn(): void;
+  waitReady(ms: number): Promise<void>;
+  exited: Promise<void>;
+}
+
+export class Stack {
+  ctrd!: PrivateContainerd;
+  sb!: SandboxerProcess;
+  client!: CriClient;
+  cni!: CniSetup;
+  readonly base: string;
+  readonly logRoot: string;
+  readonly handler: string;
+  /** Ids (pods, containers) made by the current test; checked for leftovers after it. */
+  ids: string[] = [];
+  private logOffset = 0;
+  private sbLogOffset = 0;
+
+  constructor(readonly entry: MatrixEntry) {
+    this.base = mkdtempSync('/tmp/ke2e-');
+    this.logRoot = path.join(this.base, 'logs');
+    mkdirSync(this.logRoot);
+    this.handler = handlerName(entry.sandboxer);
+  }
+
+  get version(): ContainerdVersion {
+    return this.entry.containerd;
+  }
+
+  get sbDir(): string {
+    return path.join(this.base, 'sb');
+  }
+
+  get shimDir(): string {
+    return path.join(this.base, 'bin');
+  }
+
+  /** Env containerd runs with: for 1.x the thin shim first on PATH and its task socket. */
+  private containerdEnv(withShim = usesShim(this.version)): Record<string, string> {
+    if (!withShim) return {};
+    // The shim hands containerd the sandboxer's task relay, so containerd's connections outlive a sandboxer restart.
+    return { PATH: `${this.shimDir}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...shimEnv(this.entry.sandboxer, path.join(this.sbDir, 'relay.sock')) };
+  }
+
+  async start(): Promise<void> {
+    const kind = SANDBOXERS[this.entry.sandboxer]!;
+    kind.build();
+    if (usesShim(this.version)) buildShim(this.shimDir);
+    this.cni = createCniSetup();
+    const listen = path.join(this.base, 'sb.sock');
+    const extraConfig = kuasarContainerdConfig(this.version, kind.kind, listen, this.cni);
+    this.ctrd = await withEnv(this.containerdEnv(), () => PrivateContainerd.start({ version: this.version, extraConfig }));
+    this.sb = await SandboxerProcess.start({
+      kind: kind.kind,
+      command: kind.command(),
+      listen,
+      dir: this.sbDir,
+      ttrpcAddress: this.ctrd.ttrpcAddress,
+      logPath: path.join(this.base, 'sandboxer.log'),
+    });
+    this.client = new CriClient(this.ctrd.grpcAddress);
+    try {
+      await this.client.waitReady();
+    } catch (err) {
+      (err as Error).message += `\n--- containerd log ---\n${this.ctrd.logs().split('\n').slice(-30).join('\n')}`;
+      throw err;
+    }
+    await importTestImages(this.ctrd);
+    await this.client.waitImage(BUSYBOX_IMAGE);
+    await this.client.waitImage(PAUSE_IMAGE);
+  }
+
+  async stop(): Promise<void> {
+    this.client?.close();
+    await this.ctrd?.stop();
+    await this.sb?.stopAll();
+    this.cni?.cleanup();
+    const left = leftoverMounts([this.base], []);
+    if (left.length === 0) rmSync(this.base, { recursive: true, force: true });
+  }
+
+  logDir(): string {
+    return mkdtempSync(path.join(this.logRoot, 'pod-'));
+  }
+
+  /** Marks the start of a test: leftovers and errors are checked from here. */
+  begin(): void {
+    this.ids = [];
+    this.logOffset = this.ctrd.logs().length;
+    this.sbLogOffset = this.sb.rawLogs().length;
+  }
+
+  /**
+   * SIGTERM containerd and start it again on the same config, root and state (pods keep running). `withShim` puts
+   * the thin shim on the restarted containerd's PATH: containerd 2.1 resolves every bundle's runtime binary when it
+   * reloads tasks, even tasks it reaches through a sandbox endpoint and never runs a shim for.
+   */
+  async restartContainerd(withShim = usesShim(this.version)): Promise<void> {
+    if (withShim) buildShim(this.shimDir);
+    const r = this.ctrd as unknown as Restartable;
+    process.kill(this.ctrd.pid!, 'SIGTERM');
+    await r.exited;
+    await withEnv(this.containerdEnv(withShim), async () => {
+      r.spawn();
+      await r.waitReady(30_000);
+    });
+    await this.client.waitReady();
+  }
+
+  /** containerd level=error lines since begin() that mention our ids or the sandboxer (benign ones excepted). */
+  containerdErrors(expected: RegExp[] = []): string[] {
+    return containerdErrors(this.ctrd.logs(), [...this.ids, this.sbDir, this.handler, 'kuasar'], this.logOffset)
+      .filter((l) => !expected.some((re) => re.test(l)));
+  }
+
+  /** error/fatal lines of the sandboxer since begin(). */
+  sandboxerErrors(): string[] {
+    return this.sb.rawLogs().slice(this.sbLogOffset).split('\n').filter((l) => /"level":"(error|fatal)"/.test(l));
+  }
+
+  /** Everything a finished test must not leave: asserts inside. */
+  /** `expectedErrors`: containerd errors this test provokes on purpose (on top of BENIGN_ERRORS). */
+  async expectClean(expectedErrors: RegExp[] = []): Promise<void> {
+    const ids = this.ids;
+    // Processes take a moment to be reaped after RemovePodSandbox returns.
+    await eventually('no leftover processes', () => leftoverProcesses(this.sb.pid, ids, [this.sb.relayPid() ?? -1]), (l) => l.length === 0);
+    expect(processesMentioning(this.ctrd.grpcAddress)).toEqual([]); // no containerd-shim-* serving this containerd
+    expect(leftoverMounts([this.sbDir, path.join(this.ctrd.dir, 'state')], ids)).toEqual([]);
+    expect(leftoverMounts([this.ctrd.root], ids).filter((m) => /\/(rootfs|shm|netns|sandboxes)\b/.test(m))).toEqual([]);
+    expect(leftoverCgroups(ids)).toEqual([]);
+    // The task core's records and the OCI runtimes' state dirs (OciCliEngine's default roots).
+    expect(leftoverStateDirs([path.join(this.sbDir, 'tasks'), '/run/kuasar/runc', '/run/kuasar/crun'], ids)).toEqual([]);
+    expect(leftoverSockets(this.sbDir, [this.sb.taskSocket, path.join(this.sbDir, "relay.sock")])).toEqual([]);
+    expect(leftoverSockets(path.join(this.ctrd.dir, 'state'))).toEqual([]);
+    expect(this.containerdErrors(expectedErrors)).toEqual([]);
+  }
+}
