@@ -38,8 +38,10 @@ test('a restarted TaskService re-adopts running containers: output keeps flowing
     expect(record).toMatchObject({ id: 'rec', namespace: 'k8s.io', bundle: b.path, processes: [
       { execId: '', pid, status: 'running' }, { execId: 'side', pid: sidePid, status: 'running' }] });
 
+    const ticksSoFar = (): number => out.stdoutSoFar().split('\n').filter(Boolean).length;
     // "kill -9": the service disappears without deleting anything
     await h1.crash();
+    const ticksAtCrash = ticksSoFar();
     expect(runtimeList('runc', h1.runtimeRoot)).toEqual(['rec']);
 
     const h2 = await startHarness({ dir: h1.dir });
@@ -48,6 +50,10 @@ test('a restarted TaskService re-adopts running containers: output keeps flowing
       expect(await h2.tasks.state({ id: 'rec' })).toMatchObject({ pid, status: types.TaskStatus.RUNNING });
       expect(await h2.tasks.state({ id: 'rec', execId: 'side' })).toMatchObject({ pid: sidePid, status: types.TaskStatus.RUNNING });
       expect((await h2.tasks.connect({ id: 'rec' })).taskPid).toBe(pid);
+      // output keeps reaching the client after the restart
+      const flowing = Date.now() + 20_000;
+      while (ticksSoFar() < ticksAtCrash + 3 && Date.now() < flowing) await new Promise((r) => setTimeout(r, 50));
+      expect(ticksSoFar()).toBeGreaterThanOrEqual(ticksAtCrash + 3);
 
       // the exec is signalled through its pid file; its exit is reported by the new service
       const sideWait = h2.tasks.wait({ id: 'rec', execId: 'side' });
