@@ -8,6 +8,7 @@ import type { google } from '@kuasar/api';
 import {
   FailedPreconditionError, InternalError, InvalidArgumentError, SandboxError,
   type Logger, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
+  addPodMember, podMembers, removeAllPodMembers, removePodMember,
 } from '@kuasar/sandbox';
 import {
   PodSettingsError, RuncSandboxer, SpecRewriteError, podCgroupsPath, podMetrics, podSettings, removePodCgroup,
@@ -21,7 +22,6 @@ import type { SandboxEngine } from './sandbox-engine';
 const SIGTERM = 15;
 const SIGKILL = 9;
 const KILL_WAIT_MS = 5_000;
-const MEMBERS_DIR = 'containers';
 const ROOT_BUNDLE = 'sandbox';
 
 /** The kind's state in sandbox.json (`kindState`). */
@@ -195,7 +195,7 @@ export class QuarkSandboxer implements Sandboxer {
     } catch (err) {
       errors.push((err as Error).message);
     }
-    fs.rmSync(path.join(sandbox.dir, MEMBERS_DIR), { recursive: true, force: true });
+    removeAllPodMembers(sandbox);
     fs.rmSync(path.join(sandbox.dir, ROOT_BUNDLE), { recursive: true, force: true });
     const settings = (sandbox.record.kindState as Partial<QuarkPodState>).settings;
     if (settings?.ownCgroupParent) {
@@ -276,12 +276,12 @@ export class QuarkSandboxer implements Sandboxer {
       annotations: { ...(spec.annotations ?? {}), [CRI_CONTAINER_TYPE]: 'container', [CRI_SANDBOX_ID]: sandbox.id, [POD_ANNOTATION]: sandbox.id },
     } as OciSpec;
     delete (out as { hostname?: string }).hostname; // the kernel's hostname is the pod's
-    this.addMember(sandbox, { namespace, id: req.id, bundle: req.bundle });
+    addPodMember(sandbox, { namespace, id: req.id, bundle: req.bundle });
     return out;
   }
 
   private containerRemoved(id: string, namespace: string): void {
-    for (const rt of this.pods.values()) fs.rmSync(this.memberFile(rt.sandbox, { namespace, id }), { force: true });
+    for (const rt of this.pods.values()) removePodMember(rt.sandbox, { namespace, id });
   }
 
   // ---- internals ---------------------------------------------------------------------------------------------------
@@ -295,35 +295,8 @@ export class QuarkSandboxer implements Sandboxer {
     return rt;
   }
 
-  // '~' never appears in containerd identifiers, so "<namespace>~<id>" is unambiguous
-  private memberFile(sandbox: Sandbox, m: Pick<PodMember, 'namespace' | 'id'>): string {
-    return path.join(sandbox.dir, MEMBERS_DIR, `${m.namespace}~${m.id}`);
-  }
-
-  /** Membership lives on disk so a restarted sandboxer can still stop the pod's containers. */
-  private addMember(sandbox: Sandbox, m: PodMember): void {
-    fs.mkdirSync(path.join(sandbox.dir, MEMBERS_DIR), { recursive: true, mode: 0o700 });
-    fs.writeFileSync(this.memberFile(sandbox, m), JSON.stringify({ bundle: m.bundle }));
-  }
-
   private members(sandbox: Sandbox): PodMember[] {
-    let names: string[];
-    try {
-      names = fs.readdirSync(path.join(sandbox.dir, MEMBERS_DIR));
-    } catch {
-      return [];
-    }
-    return names.flatMap((name) => {
-      const [namespace, id] = name.split('~');
-      if (!namespace || !id) return [];
-      let bundle = '';
-      try {
-        bundle = (JSON.parse(fs.readFileSync(path.join(sandbox.dir, MEMBERS_DIR, name), 'utf8')) as { bundle?: string }).bundle ?? '';
-      } catch {
-        /* the task core finds it by id */
-      }
-      return [{ namespace, id, bundle }];
-    });
+    return podMembers(sandbox);
   }
 
   /** SIGTERM every app container, SIGKILL what is left after the timeout, then wait briefly for the exits. */

@@ -11,6 +11,11 @@ import {
   type SandboxExit,
   type SandboxStartResult,
   type Sandboxer,
+  addPodMember,
+  podMembers,
+  removeAllPodMembers,
+  removePodMember,
+  type PodMember,
 } from '@kuasar/sandbox';
 import { Reaper } from '@kuasar/sys';
 import { Code, TtrpcError, type ContainerRef, type Engine, type OciSpec as TaskOciSpec, type TaskHooks, type TaskService } from '@kuasar/task';
@@ -44,14 +49,8 @@ const SIGTERM = 15;
 const SIGKILL = 9;
 /** After SIGKILL, how long Stop waits for containers to be gone before tearing the pod down anyway. */
 const KILL_WAIT_MS = 5_000;
-const MEMBERS_DIR = 'containers';
-
 /** A container of a pod, as recorded when it joined (enough to signal it without the task core's tables). */
-export interface PodMember {
-  namespace: string;
-  id: string;
-  bundle: string;
-}
+export type { PodMember };
 
 /** What Stop needs to end a pod's containers. */
 export interface PodTasks {
@@ -317,7 +316,7 @@ export class RuncSandboxer implements Sandboxer {
     } catch (err) {
       errors.push((err as Error).message);
     }
-    fs.rmSync(path.join(sandbox.dir, MEMBERS_DIR), { recursive: true, force: true });
+    removeAllPodMembers(sandbox);
     const settings = (sandbox.record.kindState as Partial<RuncPodState>).settings;
     if (settings?.ownCgroupParent) {
       const busy = removePodCgroup(settings.cgroupParent);
@@ -410,7 +409,7 @@ export class RuncSandboxer implements Sandboxer {
       const ctx = podSpecContext(state.namespaces, sandbox.record.pid, state.settings.cgroupParent);
       const out = rewriteContainerSpec(spec, req.id, ctx);
       out.annotations = { ...(out.annotations ?? {}), [SANDBOX_ID_ANNOTATION]: sandbox.id };
-      this.addMember(sandbox, { namespace, id: req.id, bundle: req.bundle });
+      addPodMember(sandbox, { namespace, id: req.id, bundle: req.bundle });
       log.debug({ engine: engine.binary }, 'container joins its pod');
       return withEngineAnnotation(out, engine);
     } catch (err) {
@@ -421,9 +420,7 @@ export class RuncSandboxer implements Sandboxer {
   }
 
   private containerRemoved(id: string, namespace: string): void {
-    for (const rt of this.pods.values()) {
-      fs.rmSync(this.memberFile(rt.sandbox, { namespace, id }), { force: true });
-    }
+    for (const rt of this.pods.values()) removePodMember(rt.sandbox, { namespace, id });
   }
 
   // ---- internals ------------------------------------------------------------------------------------------------
@@ -437,38 +434,8 @@ export class RuncSandboxer implements Sandboxer {
     return rt;
   }
 
-  // '~' never appears in containerd identifiers, so "<namespace>~<id>" is unambiguous.
-  private memberFile(sandbox: Sandbox, m: Pick<PodMember, 'namespace' | 'id'>): string {
-    return path.join(sandbox.dir, MEMBERS_DIR, `${m.namespace}~${m.id}`);
-  }
-
-  /** Membership lives on disk so a restarted sandboxer can still stop the pod's containers. */
-  private addMember(sandbox: Sandbox, m: PodMember): void {
-    fs.mkdirSync(path.join(sandbox.dir, MEMBERS_DIR), { recursive: true, mode: 0o700 });
-    fs.writeFileSync(this.memberFile(sandbox, m), JSON.stringify({ bundle: m.bundle }));
-  }
-
   private members(sandbox: Sandbox): PodMember[] {
-    const dir = path.join(sandbox.dir, MEMBERS_DIR);
-    let names: string[];
-    try {
-      names = fs.readdirSync(dir);
-    } catch {
-      return [];
-    }
-    const out: PodMember[] = [];
-    for (const name of names) {
-      const parts = name.split('~');
-      if (parts.length !== 2) continue;
-      let bundle = '';
-      try {
-        bundle = (JSON.parse(fs.readFileSync(path.join(dir, name), 'utf8')) as { bundle?: string }).bundle ?? '';
-      } catch {
-        // unreadable: the task core path still works by id
-      }
-      out.push({ namespace: parts[0]!, id: parts[1]!, bundle });
-    }
-    return out;
+    return podMembers(sandbox);
   }
 
   /** SIGTERM every container, SIGKILL what is left after the timeout, then wait briefly for the exits. */
