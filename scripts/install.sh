@@ -22,48 +22,29 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PACKAGING="$ROOT/packaging"
 DIST="${KUASAR_DIST:-$ROOT/dist/bin}"
-ALL_KINDS="runc wasm quark vmm"
+SCRIPT=install.sh
+# shellcheck source=lib/install-common.sh
+. "$ROOT/scripts/lib/install-common.sh"
 
 KINDS="runc"
 PREFIX="/usr/local"
 MERGE=""
 CONTAINERD_VERSION="auto"
-DRY_RUN=0
 START=1
-DESTDIR="${DESTDIR:-}"
-
-die() { echo "install.sh: error: $*" >&2; exit 1; }
-say() { echo "install.sh: $*" >&2; }
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
+  common_flag "$@"
+  if [ "$SHIFT" -gt 0 ]; then shift "$SHIFT"; continue; fi
   case "$1" in
-    --kinds) [ $# -ge 2 ] || die "--kinds needs a value"; KINDS="$2"; shift 2 ;;
-    --kinds=*) KINDS="${1#*=}"; shift ;;
-    --prefix) [ $# -ge 2 ] || die "--prefix needs a value"; PREFIX="$2"; shift 2 ;;
-    --prefix=*) PREFIX="${1#*=}"; shift ;;
     --merge-containerd-config) [ $# -ge 2 ] || die "--merge-containerd-config needs a path"; MERGE="$2"; shift 2 ;;
     --merge-containerd-config=*) MERGE="${1#*=}"; shift ;;
     --containerd-version) [ $# -ge 2 ] || die "--containerd-version needs a value"; CONTAINERD_VERSION="$2"; shift 2 ;;
     --containerd-version=*) CONTAINERD_VERSION="${1#*=}"; shift ;;
-    --dry-run) DRY_RUN=1; shift ;;
     --no-start) START=0; shift ;;
-    -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-
-KINDS="${KINDS//,/ }"
-[ "$KINDS" = all ] && KINDS="$ALL_KINDS"
-[ -n "${KINDS// /}" ] || die "--kinds is empty"
-for k in $KINDS; do
-  case " $ALL_KINDS " in *" $k "*) ;; *) die "unknown kind '$k' (known: ${ALL_KINDS// /, })" ;; esac
-done
-case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got '$PREFIX'" ;; esac
-case "$PREFIX" in *[!A-Za-z0-9/._+-]*) die "--prefix may only hold letters, digits and / . _ + -: '$PREFIX'" ;; esac
-PREFIX="${PREFIX%/}"
-case "$DESTDIR" in ''|/*) ;; *) die "DESTDIR must be an absolute path, got '$DESTDIR'" ;; esac
-DESTDIR="${DESTDIR%/}"
+check_common
 
 # kuasarctl is installed too, and it is what generates and merges the containerd snippets.
 KUASARCTL="$DIST/kuasarctl"
@@ -99,10 +80,6 @@ install_file() {
   fi
   say "installed $dst"
 }
-
-BIN="$DESTDIR$PREFIX/bin"
-UNITS="$DESTDIR/etc/systemd/system"
-ETC="$DESTDIR/etc/kuasar"
 
 for k in $KINDS; do
   install_file "$DIST/$k-sandboxer" "$BIN/$k-sandboxer" 0755

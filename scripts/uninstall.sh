@@ -13,47 +13,26 @@
 # env: DESTDIR   staging root (no systemctl calls when set)
 set -euo pipefail
 
-ALL_KINDS="runc wasm quark vmm"
+SCRIPT=uninstall.sh
+# shellcheck source=lib/install-common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib/install-common.sh"
+
 KINDS="$ALL_KINDS"
 PREFIX="/usr/local"
 UNMERGE=""
 PURGE=0
-DRY_RUN=0
-DESTDIR="${DESTDIR:-}"
-
-die() { echo "uninstall.sh: error: $*" >&2; exit 1; }
-say() { echo "uninstall.sh: $*" >&2; }
-usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
+  common_flag "$@"
+  if [ "$SHIFT" -gt 0 ]; then shift "$SHIFT"; continue; fi
   case "$1" in
-    --kinds) [ $# -ge 2 ] || die "--kinds needs a value"; KINDS="$2"; shift 2 ;;
-    --kinds=*) KINDS="${1#*=}"; shift ;;
-    --prefix) [ $# -ge 2 ] || die "--prefix needs a value"; PREFIX="$2"; shift 2 ;;
-    --prefix=*) PREFIX="${1#*=}"; shift ;;
     --unmerge-containerd-config) [ $# -ge 2 ] || die "--unmerge-containerd-config needs a path"; UNMERGE="$2"; shift 2 ;;
     --unmerge-containerd-config=*) UNMERGE="${1#*=}"; shift ;;
     --purge) PURGE=1; shift ;;
-    --dry-run) DRY_RUN=1; shift ;;
-    -h|--help) usage; exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
-
-KINDS="${KINDS//,/ }"
-[ "$KINDS" = all ] && KINDS="$ALL_KINDS"
-[ -n "${KINDS// /}" ] || die "--kinds is empty"
-for k in $KINDS; do
-  case " $ALL_KINDS " in *" $k "*) ;; *) die "unknown kind '$k' (known: ${ALL_KINDS// /, })" ;; esac
-done
-case "$PREFIX" in /*) ;; *) die "--prefix must be an absolute path, got '$PREFIX'" ;; esac
-PREFIX="${PREFIX%/}"
-case "$DESTDIR" in ''|/*) ;; *) die "DESTDIR must be an absolute path, got '$DESTDIR'" ;; esac
-DESTDIR="${DESTDIR%/}"
-
-BIN="$DESTDIR$PREFIX/bin"
-UNITS="$DESTDIR/etc/systemd/system"
-ETC="$DESTDIR/etc/kuasar"
+check_common
 
 remove() {
   local f="$1"
