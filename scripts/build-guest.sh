@@ -57,6 +57,8 @@ fi
 if [ -n "$AGENT_DIR" ]; then
   [ -d "$AGENT_DIR" ] || die "agent '$AGENT_DIR' is not a directory"
   AGENT_DIR="$(realpath "$AGENT_DIR")"
+  # /init runs /agent/vmm-task.js; a directory without it would boot into the fallback shell.
+  [ -f "$AGENT_DIR/vmm-task.js" ] || die "agent '$AGENT_DIR' has no vmm-task.js (build it: pnpm --filter @kuasar/vmm-task build)"
 fi
 case "$JOBS" in ''|*[!0-9]*) die "KUASAR_BUILD_JOBS must be a number, got '$JOBS'" ;; esac
 [ "$(id -u)" = 0 ] || die "run as root (apt-get install, mknod of /dev/console in the image)"
@@ -328,6 +330,12 @@ stage_initramfs() {
   local ld=("$st/$LIBDIR/ld-linux-x86-64.so.2" --library-path "$st/$LIBDIR")
   [ "$("${ld[@]}" "$st/usr/bin/qjs" -e 'print(6 * 7)' 2>&1)" = 42 ] || die "staged qjs does not run: $("${ld[@]}" "$st/usr/bin/qjs" -e 'print(6*7)' 2>&1)"
   "${ld[@]}" "$st/usr/bin/crun" --version >"$LOG" 2>&1 || die "staged crun does not run: $(cat "$LOG")"
+  # The agent must at least load under the image's qjs: without KUASAR_PORT it parses, runs its
+  # top level and returns, so a syntax error or a Node-only API at load time fails the build here.
+  if [ -f "$st/agent/vmm-task.js" ]; then
+    env -u KUASAR_PORT "${ld[@]}" "$st/usr/bin/qjs" --std --no-unhandled-rejection "$st/agent/vmm-task.js" >"$LOG" 2>&1 \
+      || die "agent does not load under the staged qjs: $(tail -n 5 "$LOG")"
+  fi
 }
 
 # Content hash of the staged tree: a rebuilt image differs only if some file in it differs.

@@ -9,11 +9,13 @@ step() { printf '\n==> %s\n' "$*"; }
 step "installing dependencies (scripts/install-deps.sh)"
 bash scripts/install-deps.sh
 
-step "building the microVM guest kernel and initramfs (scripts/build-guest.sh; cached by inputs)"
-bash scripts/build-guest.sh
-
 step "building (pnpm build)"
 pnpm build
+
+# After the build: the initramfs carries the guest agent bundle (packages/vmm-task/dist). A changed agent rebuilds
+# only the initramfs; the kernel is keyed by its own inputs.
+step "building the microVM guest kernel and initramfs (scripts/build-guest.sh; cached by inputs)"
+bash scripts/build-guest.sh --agent packages/vmm-task/dist
 
 step "running tests (pnpm test)"
 rm -rf .test-results
