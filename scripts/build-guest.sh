@@ -15,7 +15,8 @@
 #                                          script's initramfs section
 #   current -> sets/<k>-<i>/{vmlinux,initramfs.img,manifest.json}   the last build, swapped atomically
 #   src/, build/                      kernel source and out-of-tree build dir, reused for incremental builds
-#   apt/, debs/                       private apt state for trixie and its unpacked .debs
+#   apt/, debs/                       private apt state for trixie (scripts/lib/private-apt.sh) and its
+#                                     unpacked .debs
 #
 # Inputs: bookworm's linux-source-6.1, busybox-static and crun (installed with apt-get when missing),
 # and trixie's quickjs + libc6 fetched as .deb files with a private apt configuration. Trixie never
@@ -34,7 +35,6 @@ GUEST="$CACHE/guest"
 USER_KERNEL="${KUASAR_GUEST_KERNEL:-}"
 AGENT_DIR="${KUASAR_GUEST_AGENT:-}"
 JOBS="${KUASAR_BUILD_JOBS:-$(nproc)}"
-KEYRING="${KUASAR_DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}"
 
 die() { echo "build-guest: error: $*" >&2; exit 1; }
 note() { echo "build-guest: $*" >&2; }
@@ -76,6 +76,8 @@ run() {
     exit 1
   fi
 }
+# shellcheck source=scripts/lib/private-apt.sh
+. "$ROOT/scripts/lib/private-apt.sh"
 sha256() { sha256sum | cut -d' ' -f1; }
 # This script's text between "# >>> NAME" and "# <<< NAME": part of a cache key, so editing how a
 # thing is built rebuilds it.
@@ -179,91 +181,37 @@ use_user_kernel() {
 }
 
 # >>> trixie
-# QuickJS and the glibc it needs come from trixie. A private apt configuration (own sources.list,
-# lists, cache, empty dpkg status) keeps trixie out of the system's apt state.
+# QuickJS and the glibc it needs come from trixie, through a private apt configuration
+# (scripts/lib/private-apt.sh) that keeps trixie out of the system's apt state.
 TRIXIE_WANTED=("quickjs|2025.04.26-*" "libc6|2.41-*")
 APT_DIR="$GUEST/apt"
 LISTS_MAX_AGE_MIN=$((7 * 1440))
 
-find_mirror() {
-  # The main archive the system already uses (not security, not third-party repos).
-  apt-get indextargets --format '$(LABEL)|$(REPO_URI)' 2>/dev/null \
-    | awk -F'|' '$1 == "Debian" && !found { sub(/\/$/, "", $2); print $2; found = 1 }' | grep .
-}
-
-APT_OPTS=(
-  -o "Dir::Etc::SourceList=$APT_DIR/etc/sources.list"
-  -o "Dir::Etc::SourceParts=/dev/null"
-  -o "Dir::Etc::Preferences=/dev/null"
-  -o "Dir::Etc::PreferencesParts=/dev/null"
-  -o "Dir::State::Lists=$APT_DIR/lists"
-  -o "Dir::State::Status=$APT_DIR/status.empty"
-  -o "Dir::Cache=$APT_DIR/cache"
-  -o "Dir::Cache::archives=$APT_DIR/cache/archives"
-  -o "Dir::Cache::pkgcache=$APT_DIR/cache/pkgcache.bin"
-  -o "Dir::Cache::srcpkgcache="
-  -o "APT::Architecture=amd64"
-  -o "APT::Architectures::=amd64"
-  -o "APT::Sandbox::User=$(id -un)"
-  -o "Debug::NoLocking=1"
-  -o "Acquire::Languages=none"
-  -o "Acquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false"
-)
-
 trixie_update() {
   note "updating private apt lists for trixie (under a minute)..."
-  run apt-get "${APT_OPTS[@]}" -q update
-  ls "$APT_DIR/lists/"*_dists_trixie_*Packages* >/dev/null 2>&1 \
-    || die "trixie's package list did not download; apt said: $(grep -E '^(E|W|Err)' "$LOG" | tr '\n' ' ')"
-  touch "$APT_DIR/lists/.kuasar-updated"
-}
-
-# Newest trixie version of $1 matching the glob $2, or nothing.
-trixie_version() {
-  local v s
-  apt-cache "${APT_OPTS[@]}" madison "$1" 2>/dev/null | awk -F'|' '{ gsub(/^ +| +$/, "", $2); print $2 "|" $3 }' \
-    | while IFS='|' read -r v s; do
-        case " $s" in *" trixie/"*) ;; *) continue ;; esac
-        # shellcheck disable=SC2254
-        case "$v" in $2) echo "$v" ;; esac
-      done | sed -n 1p
+  private_apt_update trixie
 }
 
 # Sets TRIXIE_DIR[pkg] (the unpacked .deb) and TRIXIE_VER[pkg].
 declare -A TRIXIE_DIR=() TRIXIE_VER=()
 fetch_trixie() {
-  local mirror spec pkg glob ver dir work deb sources updated=0 stamp="$APT_DIR/lists/.kuasar-updated"
-  [ -r "$KEYRING" ] || die "Debian archive keyring $KEYRING is missing"
-  mkdir -p "$APT_DIR/etc" "$APT_DIR/lists/partial" "$APT_DIR/cache/archives/partial" "$GUEST/debs"
-  [ -f "$APT_DIR/status.empty" ] || : >"$APT_DIR/status.empty"
-  # Asking apt for the system's mirror takes ~2 s, so a mirror chosen before is kept unless
-  # KUASAR_DEBIAN_MIRROR names another.
-  mirror="${KUASAR_DEBIAN_MIRROR:-}"
-  [ -n "$mirror" ] || mirror="$(awk '{ print $3; exit }' "$APT_DIR/etc/sources.list" 2>/dev/null || true)"
-  [ -n "$mirror" ] || mirror="$(find_mirror)" || die "no Debian mirror in the system's apt sources; set KUASAR_DEBIAN_MIRROR"
+  local mirror spec pkg glob ver dir updated=0
+  mkdir -p "$GUEST/debs"
+  # A mirror chosen before is kept unless KUASAR_DEBIAN_MIRROR names another.
+  mirror="${KUASAR_DEBIAN_MIRROR:-$(private_apt_last_mirror "$APT_DIR")}"
+  [ -n "$mirror" ] || mirror="$(private_apt_find_mirror)" || die "no Debian mirror in the system's apt sources; set KUASAR_DEBIAN_MIRROR"
   mirror="${mirror%/}"
-  sources="deb [signed-by=$KEYRING] $mirror trixie main"
-  if [ ! -f "$APT_DIR/etc/sources.list" ] || [ "$(cat "$APT_DIR/etc/sources.list")" != "$sources" ]; then
-    echo "$sources" >"$APT_DIR/etc/sources.list"
-    rm -f "$stamp"
-  fi
-  if [ ! -f "$stamp" ] || [ -n "$(find "$stamp" -mmin +"$LISTS_MAX_AGE_MIN")" ]; then
-    trixie_update; updated=1
-  fi
+  private_apt_setup "$APT_DIR" "deb [signed-by=$PRIVATE_APT_KEYRING] $mirror trixie main"
+  if ! private_apt_fresh "$LISTS_MAX_AGE_MIN"; then trixie_update; updated=1; fi
   for spec in "${TRIXIE_WANTED[@]}"; do
     IFS='|' read -r pkg glob <<<"$spec"
-    ver="$(trixie_version "$pkg" "$glob")"
-    if [ -z "$ver" ] && [ "$updated" = 0 ]; then trixie_update; updated=1; ver="$(trixie_version "$pkg" "$glob")"; fi
+    ver="$(private_apt_version "$pkg" trixie "$glob")"
+    if [ -z "$ver" ] && [ "$updated" = 0 ]; then trixie_update; updated=1; ver="$(private_apt_version "$pkg" trixie "$glob")"; fi
     [ -n "$ver" ] || die "no trixie $pkg matching '$glob' at $mirror"
     dir="$GUEST/debs/$pkg-${ver//:/%3a}"
     if [ ! -d "$dir" ]; then
       note "downloading trixie $pkg $ver..."
-      work="$(mktemp -d "$GUEST/debs/.tmp-$pkg.XXXXXX")"; TMP_DIRS+=("$work")
-      (cd "$work" && run apt-get "${APT_OPTS[@]}" -q download "$pkg=$ver")
-      deb="$(ls "$work"/*.deb 2>/dev/null | head -n1)"
-      [ -n "$deb" ] || die "apt-get download $pkg=$ver produced no .deb"
-      run dpkg-deb -x "$deb" "$work/root"
-      mv "$work/root" "$dir"
+      private_apt_unpack "$pkg" "$ver" "$dir"
     fi
     TRIXIE_DIR[$pkg]="$dir"; TRIXIE_VER[$pkg]="$ver"
   done

@@ -12,9 +12,10 @@ export DEBIAN_FRONTEND=noninteractive
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${KUASAR_CACHE:-/var/cache/kuasar}"
 PNPM_VERSION=12.4.2
+# gcc + musl-tools: vmm-task's build compiles its static terminal helper (native/console.c) with musl-gcc.
 APT_PACKAGES=(
   runc crun catatonit containerd protobuf-compiler qemu-system-x86 busybox-static wabt iproute2
-  util-linux containernetworking-plugins lz4 cpio hyperfine
+  util-linux containernetworking-plugins lz4 cpio hyperfine gcc musl-tools
 )
 
 die() { echo "install-deps: error: $*" >&2; exit 1; }

@@ -1,6 +1,7 @@
 // The guest agent's request handlers: containers run by crun in the guest, their stdio relayed over
 // protocol streams, exits and OOM kills reported as events through the session's replay ring.
 import { RpcError, type Session } from '@kuasar/vmm-protocol';
+import { Console } from './console';
 import * as crun from './crun';
 import { networkCommands, parseNetwork } from './network';
 import * as p from './params';
@@ -19,6 +20,7 @@ interface Proc {
   pid: number;
   io: ProcessIo;
   exitStatus?: number;
+  console?: Console;
 }
 
 interface Container {
@@ -116,9 +118,10 @@ export class Agent {
     const id = p.id(q, 'id');
     const bundle = p.absPath(q, 'bundle');
     const stdio = this.stdio(q);
-    if (stdio.terminal) throw new RpcError('UNIMPLEMENTED', 'terminal processes are not supported by this agent yet');
     if (this.containers.has(id)) throw new RpcError('ALREADY_EXISTS', `container ${id} exists`);
     if (!platform.exists(`${bundle}/config.json`)) throw new RpcError('NOT_FOUND', `${bundle}/config.json does not exist`);
+    // crun makes the pty only if the spec asks for one; a mismatch would leave the helper waiting.
+    if (stdio.terminal && !specWantsTerminal(`${bundle}/config.json`)) throw new RpcError('INVALID_ARGUMENT', 'stdio.terminal is set but the bundle\'s process.terminal is not');
     const pidFile = `${crun.STATE_DIR}/${id}.pid`;
     const log = logFile(id);
     // Reserve the id while crun runs, so a concurrent create of the same id fails fast.
@@ -128,10 +131,12 @@ export class Agent {
     this.containers.set(id, c);
     try {
       platform.remove(pidFile);
-      const status = await spawnAndWait(crun.createArgv(id, bundle, pidFile, log), io);
+      const socket = stdio.terminal ? await this.attachConsole(init, `${crun.STATE_DIR}/${id}`) : undefined;
+      const status = await spawnAndWait(crun.createArgv(id, bundle, pidFile, log, socket), io, init.console !== undefined);
       if (status !== 0) throw new RpcError('INTERNAL', `crun create ${id}: ${crunError(log, status)}`);
       init.pid = readPid(pidFile);
     } catch (err) {
+      init.console?.stop();
       io.destroy();
       this.containers.delete(id);
       throw err;
@@ -159,21 +164,24 @@ export class Agent {
     const execId = p.id(q, 'execId');
     const spec = p.obj(q, 'process');
     const stdio = this.stdio(q);
-    if (stdio.terminal || spec.terminal === true) throw new RpcError('UNIMPLEMENTED', 'terminal processes are not supported by this agent yet');
+    const terminal = stdio.terminal || spec.terminal === true;
+    stdio.terminal = terminal;
     if (c.execs.has(execId)) throw new RpcError('ALREADY_EXISTS', `exec ${execId} exists in ${c.id}`);
     if (c.init.exitStatus !== undefined) throw new RpcError('FAILED_PRECONDITION', `container ${c.id} has exited`);
     const base = `${crun.STATE_DIR}/${c.id}.exec.${execId}`;
-    platform.writeText(`${base}.json`, JSON.stringify({ ...spec, terminal: false }));
+    platform.writeText(`${base}.json`, JSON.stringify({ ...spec, terminal }));
     platform.remove(`${base}.pid`);
     const io = new ProcessIo(this.session, stdio);
     const proc: Proc = { containerId: c.id, execId, pid: 0, io };
     c.execs.set(execId, proc);
     const log = logFile(c.id);
     try {
-      const status = await spawnAndWait(crun.execArgv(c.id, `${base}.json`, `${base}.pid`, log), io);
+      const socket = terminal ? await this.attachConsole(proc, base) : undefined;
+      const status = await spawnAndWait(crun.execArgv(c.id, `${base}.json`, `${base}.pid`, log, socket), io, terminal);
       if (status !== 0) throw new RpcError('INTERNAL', `crun exec ${c.id}/${execId}: ${crunError(log, status)}`);
       proc.pid = readPid(`${base}.pid`);
     } catch (err) {
+      proc.console?.stop();
       io.destroy();
       c.execs.delete(execId);
       throw err;
@@ -206,10 +214,19 @@ export class Agent {
 
   private resize(q: p.Params): Record<string, unknown> {
     const c = this.container(q, 'containerId');
-    this.process(c, p.optionalId(q, 'execId'));
-    p.int(q, 'width', 0, 65535);
-    p.int(q, 'height', 0, 65535);
-    throw new RpcError('FAILED_PRECONDITION', 'process has no terminal');
+    const proc = this.process(c, p.optionalId(q, 'execId'));
+    const width = p.int(q, 'width', 0, 65535);
+    const height = p.int(q, 'height', 0, 65535);
+    if (!proc.console) throw new RpcError('FAILED_PRECONDITION', 'process has no terminal');
+    proc.console.resize(width, height);
+    return {};
+  }
+
+  /** Starts the terminal helper on the process's pipes; returns the console socket for crun. */
+  private async attachConsole(proc: Proc, base: string): Promise<string> {
+    const socket = `${base}.console.sock`;
+    proc.console = await Console.start(base, proc.io.child, { socket });
+    return socket;
   }
 
   private closeStdin(q: p.Params): Record<string, unknown> {
@@ -227,8 +244,10 @@ export class Agent {
     if (r.status !== 0 && !/does not exist/.test(platform.readText(log) ?? '')) {
       throw new RpcError('INTERNAL', `crun delete ${c.id}: ${crunError(log, r.status)}`);
     }
-    c.init.io.destroy();
-    for (const e of c.execs.values()) e.io.destroy();
+    for (const proc of [c.init, ...c.execs.values()]) {
+      proc.console?.stop();
+      proc.io.destroy();
+    }
     this.containers.delete(c.id);
     platform.remove(log);
     platform.remove(`${crun.STATE_DIR}/${c.id}.pid`);
@@ -296,26 +315,39 @@ export class Agent {
 
   // --- debug ------------------------------------------------------------------------------------
 
-  private debugExec(q: p.Params): Record<string, unknown> {
+  private async debugExec(q: p.Params): Promise<Record<string, unknown>> {
     const argv = p.strArray(q, 'argv');
     if (argv.length === 0) throw new RpcError('INVALID_ARGUMENT', 'argv must not be empty');
     const stdio = this.stdio(q);
-    if (stdio.terminal || p.bool(q, 'terminal')) throw new RpcError('UNIMPLEMENTED', 'terminal debug shells are not supported by this agent yet');
+    stdio.terminal = stdio.terminal || p.bool(q, 'terminal');
     const io = new ProcessIo(this.session, stdio);
     let pid: number;
+    let cons: Console | undefined;
     try {
-      pid = platform.spawn(argv, io.child);
+      if (stdio.terminal) {
+        // The helper runs argv on its own pty; its exit status is argv's, so it stands for the process.
+        cons = await Console.start(`${crun.STATE_DIR}/debug-${debugSeq++}`, io.child, { argv });
+        const width = p.optionalInt(q, 'width', 0, 65535);
+        const height = p.optionalInt(q, 'height', 0, 65535);
+        if (width !== undefined && height !== undefined) cons.resize(width, height);
+        pid = cons.pid;
+      } else {
+        pid = platform.spawn(argv, io.child);
+      }
     } catch (err) {
+      cons?.stop();
       io.destroy();
-      throw new RpcError('INTERNAL', String((err as Error).message));
+      throw err instanceof RpcError ? err : new RpcError('INTERNAL', String((err as Error).message));
     }
     io.started();
-    const proc: Proc = { containerId: '', execId: `debug-${pid}`, pid, io };
+    const proc: Proc = { containerId: '', execId: `debug-${pid}`, pid, io, console: cons };
     this.debugProcs.set(pid, proc);
-    platform.onExit(pid, (st) => {
+    const exited = (st: number) => {
       this.debugProcs.delete(pid);
       this.exited(proc, st);
-    });
+    };
+    if (cons) void cons.exited.then(exited);
+    else platform.onExit(pid, exited);
     return { pid };
   }
 
@@ -411,19 +443,37 @@ function readPid(file: string): number {
   return pid;
 }
 
-/** Runs crun with the process's pipes as its stdio (the container inherits them) and waits for crun. */
-function spawnAndWait(argv: string[], io: ProcessIo): Promise<number> {
+/**
+ * Runs crun and waits for it: with the process's pipes as its stdio (the container inherits them),
+ * or, for a terminal, with /dev/null (the container gets the pty; crun's errors go to its log).
+ */
+function spawnAndWait(argv: string[], io: ProcessIo, terminal: boolean): Promise<number> {
   return new Promise((resolve, reject) => {
     let pid: number;
+    let devnull = -1;
     try {
-      pid = platform.spawn(argv, io.child);
+      if (terminal) devnull = platform.openNull(true);
+      pid = platform.spawn(argv, terminal ? { stdin: devnull, stdout: devnull, stderr: devnull } : io.child);
     } catch (err) {
       reject(new RpcError('INTERNAL', (err as Error).message));
       return;
+    } finally {
+      platform.close(devnull);
     }
     platform.onExit(pid, resolve);
   });
 }
+
+function specWantsTerminal(configPath: string): boolean {
+  try {
+    const spec = JSON.parse(platform.readText(configPath) ?? '{}') as { process?: { terminal?: unknown } };
+    return spec.process?.terminal === true;
+  } catch {
+    throw new RpcError('INVALID_ARGUMENT', `${configPath} is not JSON`);
+  }
+}
+
+let debugSeq = 0;
 
 async function must(argv: string[], what: string, ok?: RegExp): Promise<void> {
   const r = await platform.run(argv, { mergeStderr: true });

@@ -6,18 +6,20 @@ export const STATE_DIR = '/run/kuasar';
 
 const base = (log: string) => ['crun', '--root', CRUN_ROOT, '--log', log];
 
-export function createArgv(id: string, bundle: string, pidFile: string, log: string): string[] {
-  return [...base(log), 'create', '--bundle', bundle, '--pid-file', pidFile, id];
+const consoleArgs = (socket?: string) => (socket ? ['--console-socket', socket] : []);
+
+export function createArgv(id: string, bundle: string, pidFile: string, log: string, consoleSocket?: string): string[] {
+  return [...base(log), 'create', '--bundle', bundle, '--pid-file', pidFile, ...consoleArgs(consoleSocket), id];
 }
 
 export function startArgv(id: string, log: string): string[] {
   return [...base(log), 'start', id];
 }
 
-export function execArgv(id: string, processFile: string, pidFile: string, log: string): string[] {
+export function execArgv(id: string, processFile: string, pidFile: string, log: string, consoleSocket?: string): string[] {
   // --detach: crun returns once the process runs; the process is re-parented to the agent (PID 1),
   // which reaps it and so learns its real exit status.
-  return [...base(log), 'exec', '--detach', '--process', processFile, '--pid-file', pidFile, id];
+  return [...base(log), 'exec', '--detach', '--process', processFile, '--pid-file', pidFile, ...consoleArgs(consoleSocket), id];
 }
 
 export function killArgv(id: string, signal: number, all: boolean, log: string): string[] {

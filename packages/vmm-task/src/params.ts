@@ -43,6 +43,10 @@ export function int(p: Params, field: string, min: number, max: number): number 
   return v;
 }
 
+export function optionalInt(p: Params, field: string, min: number, max: number): number | undefined {
+  return p[field] === undefined || p[field] === null ? undefined : int(p, field, min, max);
+}
+
 export function bool(p: Params, field: string): boolean {
   const v = p[field];
   if (v === undefined || v === null) return false;

@@ -54,6 +54,9 @@ declare const os: {
   now(): number;
 };
 
+/** qjs's argv after its own options: [script, ...args]. */
+declare const scriptArgs: string[];
+
 declare const std: {
   open(path: string, mode: string, err?: { errno?: number }): QjsFile | null;
   getenv(name: string): string | undefined;
@@ -144,6 +147,18 @@ export function pipe(): [number, number] {
 
 export function openDevice(path: string, nonblocking: boolean): number {
   return check(`open ${path}`, os.open(path, os.O_RDWR | (nonblocking ? O_NONBLOCK : 0)));
+}
+
+/** Write end of a FIFO whose reader is up; non-blocking, so a stuck reader costs EAGAIN, not the agent. */
+export function openFifoWriter(path: string): number {
+  return check(`open ${path}`, os.open(path, os.O_WRONLY | O_NONBLOCK));
+}
+
+/** The directory the agent script runs from (/agent, or a 9p share); its helpers live next to it. */
+export function agentDir(): string {
+  const script = typeof scriptArgs !== 'undefined' ? (scriptArgs[0] ?? '') : '';
+  const slash = script.lastIndexOf('/');
+  return slash > 0 ? script.slice(0, slash) : '.';
 }
 
 export function openNull(write: boolean): number {

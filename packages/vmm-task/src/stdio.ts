@@ -155,7 +155,8 @@ export class ProcessIo {
       if (inPipe) fds.push(...inPipe);
       const outPipe = stdio.stdout ? platform.pipe() : undefined;
       if (outPipe) fds.push(...outPipe);
-      const errPipe = stdio.stderr ? platform.pipe() : undefined;
+      // A terminal merges stderr into the pty, which arrives on stdout.
+      const errPipe = stdio.stderr && !stdio.terminal ? platform.pipe() : undefined;
       if (errPipe) fds.push(...errPipe);
       const nullIn = inPipe ? -1 : platform.openNull(false);
       if (nullIn >= 0) fds.push(nullIn);
@@ -187,6 +188,12 @@ export class ProcessIo {
       this.streams.push(s);
       this.openOutputs++;
       this.outputs.push(new OutputRelay(fd, s, () => this.outputClosed()));
+    }
+    // A host that opened a stderr stream for a terminal process still gets its CLOSE.
+    if (this.stdio.terminal && this.stdio.stderr) {
+      const s = this.session.openStream(this.stdio.stderr, { direction: 'out' });
+      this.streams.push(s);
+      s.end();
     }
     if (this.openOutputs === 0) this.resolveDone();
   }

@@ -243,6 +243,73 @@ describeGuest(`vmm-task agent in the QEMU TCG guest (agent from ${agentSource})`
     await host.session.request('container.delete', { id: 'c5' });
   }, T);
 
+  test('terminal: the container gets a pty (tty, stty size), process.resize reaches it, stdin is relayed', async () => {
+    // Marks between the steps, so the test resizes only once the first size was printed.
+    const script = 'tty; stty size; echo step1; read line; stty size; echo "got $line"; exit 6';
+    const bundle = writeBundle(guest.shareDir, 'c6', ['/bin/sh', '-c', script], { terminal: true });
+    const inId = sid();
+    const outId = sid();
+    const errId = sid();
+    const stdout = collect(host.session.openStream(outId, { direction: 'in', manualCredit: true }));
+    const stderr = collect(host.session.openStream(errId, { direction: 'in', manualCredit: true }));
+    const stdin = host.session.openStream(inId, { direction: 'out' });
+    await host.session.request('container.create', { id: 'c6', bundle, stdio: { stdin: inId, stdout: outId, stderr: errId, terminal: true } });
+    await host.session.request('container.start', { id: 'c6' });
+    await waitFor(() => (stdout.bytes().includes('step1') ? true : undefined), EVENT_MS, 'step1 of c6', consoleText);
+    await host.session.request('process.resize', { containerId: 'c6', width: 132, height: 43 });
+    stdin.write(utf8Encode('hello\n'));
+    const exit = await host.waitEvent((e) => e.type === 'exit' && e.containerId === 'c6', EVENT_MS, 'exit of c6', consoleText);
+    expect(exit.status).toBe(6);
+    await waitFor(() => (stdout.ended() && stderr.ended() ? true : undefined), EVENT_MS, 'c6 stdout/stderr CLOSE', consoleText);
+    // A pty turns \n into \r\n and echoes the input line. The first size is the spec's consoleSize (crun sets it).
+    const text = stdout.bytes().toString();
+    expect(text).toMatch(/^\/dev\/pts\/\d+\r\n25 80\r\nstep1\r\nhello\r\n43 132\r\ngot hello\r\n$/);
+    expect(stderr.bytes().length).toBe(0);
+    const gone = await host.session.request('process.resize', { containerId: 'c6', width: 80, height: 24 }).catch((e: RpcError) => e);
+    expect((gone as RpcError).code).toBe('FAILED_PRECONDITION');
+    await host.session.request('container.delete', { id: 'c6' });
+  }, T);
+
+  test('terminal exec in a running container; resize of a process without a terminal is refused', async () => {
+    const bundle = writeBundle(guest.shareDir, 'c7', ['/bin/sleep', '1000']);
+    // The spec does not ask crun for a pty, so no master would ever reach the helper.
+    const mismatch = await host.session.request('container.create', { id: 'c7', bundle, stdio: { terminal: true } }).catch((e: RpcError) => e);
+    expect((mismatch as RpcError).code).toBe('INVALID_ARGUMENT');
+    await host.session.request('container.create', { id: 'c7', bundle, stdio: {} });
+    await host.session.request('container.start', { id: 'c7' });
+    const noTty = await host.session.request('process.resize', { containerId: 'c7', width: 80, height: 24 }).catch((e: RpcError) => e);
+    expect((noTty as RpcError).code).toBe('FAILED_PRECONDITION');
+    const outId = sid();
+    const stdout = collect(host.session.openStream(outId, { direction: 'in', manualCredit: true }));
+    await host.session.request('process.exec', {
+      containerId: 'c7',
+      execId: 't1',
+      process: { args: ['/bin/sh', '-c', 'tty; stty size'], env: ['PATH=/bin'], cwd: '/', user: { uid: 0, gid: 0 }, terminal: true, consoleSize: { height: 30, width: 90 } },
+      stdio: { stdout: outId, terminal: true },
+    });
+    const exit = await host.waitEvent((e) => e.type === 'exit' && e.execId === 't1', EVENT_MS, 'exit of exec t1', consoleText);
+    expect(exit.status).toBe(0);
+    await waitFor(() => (stdout.ended() ? true : undefined), EVENT_MS, 't1 stdout CLOSE', consoleText);
+    expect(stdout.bytes().toString()).toMatch(/^\/dev\/pts\/\d+\r\n30 90\r\n$/);
+    await host.session.request('process.kill', { containerId: 'c7', signal: 'SIGKILL' });
+    await host.waitEvent((e) => e.type === 'exit' && e.containerId === 'c7' && !e.execId, EVENT_MS, 'exit of c7', consoleText);
+    await host.session.request('container.delete', { id: 'c7' });
+  }, T);
+
+  test('debug.exec with a terminal runs a shell on a pty in the guest', async () => {
+    const inId = sid();
+    const outId = sid();
+    const stdout = collect(host.session.openStream(outId, { direction: 'in', manualCredit: true }));
+    const stdin = host.session.openStream(inId, { direction: 'out' });
+    const { pid } = await host.session.request<{ pid: number }>('debug.exec', { argv: ['sh'], stdio: { stdin: inId, stdout: outId }, terminal: true, width: 100, height: 20 });
+    stdin.write(utf8Encode('tty; stty size; exit 9\n'));
+    const exit = await host.waitEvent((e) => e.type === 'exit' && e.execId === `debug-${pid}`, EVENT_MS, 'debug tty exit', consoleText);
+    expect(exit.status).toBe(9);
+    await waitFor(() => (stdout.ended() ? true : undefined), EVENT_MS, 'debug tty stdout', consoleText);
+    const text = stdout.bytes().toString();
+    expect(text).toMatch(/\/dev\/pts\/\d+\r\n20 100\r\n/);
+  }, T);
+
   test('debug.exec runs a command in the guest itself', async () => {
     const outId = sid();
     const stdout = collect(host.session.openStream(outId, { direction: 'in', manualCredit: true }));

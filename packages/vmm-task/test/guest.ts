@@ -173,21 +173,23 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Bundle <share>/<id>/{config.json,rootfs} with busybox, in the layout of vmm-protocol.md. */
-export function writeBundle(shareDir: string, id: string, args: string[], extra: { env?: string[]; memoryLimit?: number } = {}): string {
+export function writeBundle(shareDir: string, id: string, args: string[], extra: { env?: string[]; memoryLimit?: number; terminal?: boolean } = {}): string {
   const bundle = path.join(shareDir, id);
   const rootfs = path.join(bundle, 'rootfs');
   for (const d of ['bin', 'proc', 'dev', 'tmp']) mkdirSync(path.join(rootfs, d), { recursive: true });
   copyFileSync('/bin/busybox', path.join(rootfs, 'bin', 'busybox'));
-  for (const applet of ['sh', 'cat', 'echo', 'sleep', 'printf', 'uname', 'head']) symlinkSync('busybox', path.join(rootfs, 'bin', applet));
+  for (const applet of ['sh', 'cat', 'echo', 'sleep', 'printf', 'uname', 'head', 'tty', 'stty']) symlinkSync('busybox', path.join(rootfs, 'bin', applet));
   const config = {
     ociVersion: '1.0.2',
-    process: { terminal: false, user: { uid: 0, gid: 0 }, args, env: ['PATH=/bin', ...(extra.env ?? [])], cwd: '/', noNewPrivileges: true },
+    process: { terminal: extra.terminal === true, ...(extra.terminal ? { consoleSize: { height: 25, width: 80 } } : {}), user: { uid: 0, gid: 0 }, args, env: ['PATH=/bin', ...(extra.env ?? [])], cwd: '/', noNewPrivileges: true },
     root: { path: 'rootfs', readonly: true },
     hostname: id,
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc' },
       { destination: '/dev', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'strictatime', 'mode=755', 'size=65536k'] },
       { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev'] },
+      // The container's own pty instance: crun opens its /dev/ptmx for a terminal process.
+      { destination: '/dev/pts', type: 'devpts', source: 'devpts', options: ['nosuid', 'noexec', 'newinstance', 'ptmxmode=0666', 'mode=0620'] },
     ],
     linux: {
       namespaces: ['pid', 'ipc', 'uts', 'mount'].map((type) => ({ type })),

@@ -48,6 +48,9 @@ describe('crun', () => {
       'crun', '--root', '/run/crun', '--log', '/run/kuasar/c1.log', 'create', '--bundle', '/mnt/kuasar/c1', '--pid-file', '/run/kuasar/c1.pid', 'c1',
     ]);
     expect(crun.execArgv('c1', '/p.json', '/p.pid', '/l').slice(5)).toEqual(['exec', '--detach', '--process', '/p.json', '--pid-file', '/p.pid', 'c1']);
+    // A terminal process's pty master goes to the console socket the helper listens on.
+    expect(crun.createArgv('c1', '/b', '/p', '/l', '/run/kuasar/c1.console.sock').slice(5)).toEqual(['create', '--bundle', '/b', '--pid-file', '/p', '--console-socket', '/run/kuasar/c1.console.sock', 'c1']);
+    expect(crun.execArgv('c1', '/p.json', '/p.pid', '/l', '/s').slice(5)).toEqual(['exec', '--detach', '--process', '/p.json', '--pid-file', '/p.pid', '--console-socket', '/s', 'c1']);
     expect(crun.killArgv('c1', 15, true, '/l').slice(5)).toEqual(['kill', '--all', 'c1', '15']);
     expect(crun.deleteArgv('c1', true, '/l').slice(5)).toEqual(['delete', '--force', 'c1']);
   });
