@@ -87,7 +87,7 @@ for k in $KINDS; do
   if [ -x "$DIST/$shim" ]; then
     install_file "$DIST/$shim" "$BIN/$shim" 0755
   else
-    say "note: $shim is not built; containerd 1.6/1.7 needs it for kuasar-$k (containerd 2.x does not)"
+    say "warning: $shim is not built: containerd 1.6/1.7 cannot reach kuasar-$k, and without its task relay a sandboxer restart ends every container's task connection"
   fi
 
   unit_text="$(sed -e "s|@KIND@|$k|g" -e "s|@PREFIX@|$PREFIX|g" "$PACKAGING/systemd/kuasar-sandboxer.service.in")"

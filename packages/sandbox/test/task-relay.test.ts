@@ -1,107 +1,171 @@
-// The task relay between containerd and the task socket: real unix sockets, a real ttrpc client on containerd's side
-// and real ttrpc servers standing in for the sandboxer before and after a crash.
+// Where the sandboxer finds its task relay (the thin shim binary's `relay` mode, packages/shim/native/task-relay.c)
+// and how it starts or reuses it: the real binary, built from source, in front of a real task server, across a
+// sandboxer restart on the same state dir.
+import { spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { task } from '@kuasar/api';
-import { Code, TtrpcClient, TtrpcError, TtrpcServer, createClient, type ServiceImplementation } from '@kuasar/ttrpc';
-import { TaskRelay, createLogger } from '../src';
-import { tempDir } from './harness';
+import { OciCliEngine } from '@kuasar/task';
+import { Code, TtrpcClient, createClient } from '@kuasar/ttrpc';
+import {
+  RELAY_PID_FILE, RELAY_SOCKET, TaskRelayError, createLogger, defineConfig, ensureTaskRelay, findTaskRelayBinary,
+  startSandboxer, taskRelayArgs, taskRelayBinaryName, type RunningSandboxer, type SandboxerSpec,
+} from '../src';
+import { LogCapture, pidAlive, tempDir } from './harness';
+import { SleepKind } from './sleep-kind';
 
-jest.setTimeout(30_000);
+jest.setTimeout(60_000);
 
-const logger = createLogger({ level: 'fatal' });
-type Impl = ServiceImplementation<typeof task.TaskV3Definition>;
-const unimplemented = (): Promise<never> => Promise.reject(new TtrpcError(Code.UNIMPLEMENTED, 'not in this fake'));
+const BUILD_SH = path.resolve(__dirname, '../../shim/native/build.sh');
+let binDir: string;
+let relayBin: string;
+const relayPids: number[] = [];
 
-/** A fake sandboxer task server: `wait` answers `exitStatus` (or never, when undefined), `create` never answers. */
-async function fakeSandboxer(socket: string, exitStatus: number | undefined, seen: string[]): Promise<TtrpcServer> {
-  const impl = new Proxy({} as Impl, {
-    get: (_t, name: string) => {
-      if (name === 'wait') {
-        return (req: task.WaitRequest) => {
-          seen.push(`wait ${req.id}`);
-          return exitStatus === undefined ? new Promise(() => undefined) : Promise.resolve({ exitStatus, exitedAt: undefined });
-        };
-      }
-      if (name === 'create') return (req: task.CreateTaskRequest) => (seen.push(`create ${req.id}`), new Promise(() => undefined));
-      if (name === 'state') return (req: task.StateRequest) => (seen.push(`state ${req.id}`), Promise.resolve(task.StateResponse.fromPartial({ id: req.id, pid: 42 })));
-      return unimplemented;
-    },
-  });
-  const server = new TtrpcServer({ logger });
-  server.addService(task.TaskV3Definition, impl);
-  await server.listen(socket);
-  return server;
+beforeAll(() => {
+  binDir = tempDir('kuasar-relay-bin-');
+  const r = spawnSync('sh', [BUILD_SH, binDir], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`shim build failed: ${r.stderr}`);
+  relayBin = path.join(binDir, taskRelayBinaryName('runc'));
+});
+
+afterAll(() => {
+  // The relay outlives sandboxers by design; the tests that started one end it.
+  for (const pid of relayPids) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+});
+
+function relayPid(dir: string): number {
+  const pid = Number(fs.readFileSync(path.join(dir, RELAY_PID_FILE), 'utf8').trim());
+  relayPids.push(pid);
+  return pid;
 }
 
-describe('TaskRelay', () => {
-  let dir: string;
-  let relay: TaskRelay | undefined;
-  const servers: TtrpcServer[] = [];
-  const clients: TtrpcClient[] = [];
-
-  beforeEach(() => {
-    dir = tempDir('kuasar-relay-');
-  });
-  afterEach(async () => {
-    for (const c of clients.splice(0)) await c.close().catch(() => undefined);
-    for (const s of servers.splice(0)) await s.close(100).catch(() => undefined);
-    await relay?.close();
-    relay = undefined;
-  });
-
-  async function connect(): Promise<ReturnType<typeof createClient<typeof task.TaskV3Definition>>> {
-    const c = await TtrpcClient.connect(path.join(dir, 'relay.sock'));
-    clients.push(c);
-    return createClient(task.TaskV3Definition, c);
+describe('findTaskRelayBinary', () => {
+  function layout(): { root: string; put: (rel: string) => string } {
+    const root = tempDir('kuasar-relay-find-');
+    return {
+      root,
+      put: (rel) => {
+        const p = path.join(root, rel);
+        fs.mkdirSync(path.dirname(p), { recursive: true });
+        fs.copyFileSync('/bin/true', p);
+        fs.chmodSync(p, 0o755);
+        return p;
+      },
+    };
   }
 
-  test('a sandboxer crash: Wait in flight is re-sent to the new sandboxer, Create in flight fails UNAVAILABLE, the connection stays', async () => {
-    const upstream = path.join(dir, 'task.sock');
-    const seen1: string[] = [];
-    const first = await fakeSandboxer(upstream, undefined, seen1);
-    relay = await TaskRelay.start({ listen: path.join(dir, 'relay.sock'), upstream, logger });
-    const client = await connect();
-
-    expect((await client.state({ id: 'c1', execId: '' })).pid).toBe(42);
-    const wait = client.wait({ id: 'c1', execId: '' });
-    const create = client.create(task.CreateTaskRequest.fromPartial({ id: 'c2', bundle: '/b' }));
-    create.catch(() => undefined);
-    await new Promise((r) => setTimeout(r, 100));
-    expect(seen1).toEqual(['state c1', 'wait c1', 'create c2']);
-
-    await first.close(0); // the crash: every connection drops with the calls unanswered
-    await expect(create).rejects.toMatchObject({ code: Code.UNAVAILABLE });
-
-    const seen2: string[] = [];
-    servers.push(await fakeSandboxer(upstream, 7, seen2));
-    await expect(wait).resolves.toMatchObject({ exitStatus: 7 });
-    expect(seen2).toContain('wait c1');
-    expect(seen2).not.toContain('create c2');
-    // The same containerd connection keeps working.
-    expect((await client.state({ id: 'c3', execId: '' })).id).toBe('c3');
-    expect(relay.connections).toBe(1);
+  test('next to the sandboxer executable first (install.sh and dist/bin put both in one dir)', () => {
+    const { put } = layout();
+    const sea = put('bin/runc-sandboxer');
+    const relay = put('bin/containerd-shim-kuasar-runc-v2');
+    const onPath = put('other/containerd-shim-kuasar-runc-v2');
+    expect(findTaskRelayBinary('runc', { main: sea, env: { PATH: path.dirname(onPath) } })).toBe(relay);
   });
 
-  test('calls made while the sandboxer is down wait for it and then go through', async () => {
-    const upstream = path.join(dir, 'task.sock');
-    relay = await TaskRelay.start({ listen: path.join(dir, 'relay.sock'), upstream, logger });
-    const client = await connect();
-    const state = client.state({ id: 'late', execId: '' });
+  test('a dev bundle finds <repo>/dist/bin, then PATH', () => {
+    const { put } = layout();
+    const script = put('packages/wasm-sandboxer/dist/main.js');
+    const onPath = put('path/containerd-shim-kuasar-wasm-v2');
+    expect(findTaskRelayBinary('wasm', { main: script, env: { PATH: `relative:${path.dirname(onPath)}` } })).toBe(onPath);
+    const built = put('dist/bin/containerd-shim-kuasar-wasm-v2');
+    expect(findTaskRelayBinary('wasm', { main: script, env: { PATH: path.dirname(onPath) } })).toBe(built);
+  });
+
+  test('$KUASAR_TASK_RELAY names the binary; a bad one, or none anywhere, is a TaskRelayError that says what to do', () => {
+    const { put, root } = layout();
+    const chosen = put('x/my-relay');
+    expect(findTaskRelayBinary('runc', { env: { KUASAR_TASK_RELAY: chosen, PATH: '' } })).toBe(chosen);
+    expect(() => findTaskRelayBinary('runc', { env: { KUASAR_TASK_RELAY: 'my-relay' } })).toThrow(/not an executable absolute path/);
+    expect(() => findTaskRelayBinary('runc', { env: { KUASAR_TASK_RELAY: path.join(root, 'absent') } })).toThrow(TaskRelayError);
+    expect(() => findTaskRelayBinary('runc', { main: path.join(root, 'bin/runc-sandboxer'), env: { PATH: root } })).toThrow(
+      /containerd-shim-kuasar-runc-v2 \(the task relay\) is not next to the sandboxer nor on PATH; install it/,
+    );
+  });
+});
+
+describe('ensureTaskRelay', () => {
+  test('starts the C relay detached, then reuses the live one instead of starting a second', async () => {
+    const dir = tempDir('kuasar-relay-ens-');
+    const logs = new LogCapture();
+    const logger = createLogger({ level: 'debug', destination: logs });
+    const listen = await ensureTaskRelay(dir, [relayBin, ...taskRelayArgs(dir, 'error')], logger);
+    expect(listen).toBe(path.join(dir, RELAY_SOCKET));
+    const pid = relayPid(dir);
+    expect(pidAlive(pid)).toBe(true);
+    // Its own session: a signal to the sandboxer's process group does not reach it.
+    expect(Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[3])).toBe(pid);
+    expect(logs.find('task relay started')).toMatchObject({ relayPid: pid, bin: relayBin });
+
+    expect(await ensureTaskRelay(dir, [relayBin, ...taskRelayArgs(dir, 'error')], logger)).toBe(listen);
+    expect(logs.find('task relay already running; reusing it')).toBeDefined();
+    expect(relayPid(dir)).toBe(pid);
+    process.kill(pid, 'SIGTERM');
+  });
+
+  test('a relay that cannot start is a TaskRelayError, not a hang', async () => {
+    const dir = tempDir('kuasar-relay-bad-');
+    const logger = createLogger({ level: 'fatal' });
+    await expect(ensureTaskRelay(dir, [relayBin, 'relay', '--listen', 'relative'], logger, 3000)).rejects.toThrow(TaskRelayError);
+    await expect(ensureTaskRelay(dir, [path.join(dir, 'absent')], logger, 3000)).rejects.toThrow(/did not start/);
+  });
+});
+
+const schema = defineConfig({});
+const spec: SandboxerSpec<typeof schema, SleepKind> = {
+  kind: 'test',
+  version: '0.0.0-test',
+  description: 'relay test sandboxer',
+  configSchema: schema,
+  createSandboxer: () => new SleepKind(),
+  createEngine: (ctx) => new OciCliEngine({ root: path.join(ctx.dir, '.runc'), logger: ctx.logger }),
+};
+
+test('a sandboxer hands containerd the relay; a call made while it restarts is answered by the next one', async () => {
+  const root = tempDir('kuasar-relay-sbx-');
+  const dir = path.join(root, 'state');
+  const options = { listen: path.join(root, 'ctl.sock'), dir, logLevel: 'error' as const };
+  const logs1 = new LogCapture();
+  let running: RunningSandboxer | undefined = await startSandboxer(spec, options, createLogger({ level: 'debug', destination: logs1 }), [relayBin]);
+  const pid = relayPid(dir);
+  try {
+    expect(logs1.find('task relay started')).toBeDefined();
+    const c = await TtrpcClient.connect(path.join(dir, RELAY_SOCKET));
+    const client = createClient(task.TaskV3Definition, c);
+    // The real task service behind the relay answers.
+    await expect(client.state({ id: 'nope', execId: '' })).rejects.toMatchObject({ code: Code.NOT_FOUND });
+
+    await running.close();
+    running = undefined;
+    // State is safe to repeat: the relay holds it until a sandboxer is back.
+    const during = client.state({ id: 'during', execId: '' });
+    const settled = jest.fn();
+    during.then(settled, settled);
     await new Promise((r) => setTimeout(r, 300));
-    servers.push(await fakeSandboxer(upstream, 0, []));
-    await expect(state).resolves.toMatchObject({ id: 'late', pid: 42 });
-  });
+    expect(settled).not.toHaveBeenCalled();
 
-  test('a sandboxer that never comes back: pending calls fail UNAVAILABLE once the reconnect window ends', async () => {
-    const upstream = path.join(dir, 'task.sock');
-    relay = await TaskRelay.start({ listen: path.join(dir, 'relay.sock'), upstream, logger, reconnectMs: 300 });
-    const client = await connect();
-    await expect(client.state({ id: 'x', execId: '' })).rejects.toMatchObject({ code: Code.UNAVAILABLE });
-  });
+    const logs2 = new LogCapture();
+    running = await startSandboxer(spec, options, createLogger({ level: 'debug', destination: logs2 }), [relayBin]);
+    expect(logs2.find('task relay already running; reusing it')).toBeDefined();
+    await expect(during).rejects.toMatchObject({ code: Code.NOT_FOUND, message: expect.stringContaining('during') });
+    expect(relayPid(dir)).toBe(pid);
+    await c.close();
+  } finally {
+    await running?.close();
+    process.kill(pid, 'SIGTERM');
+  }
+});
 
-  test('refuses to take over a relay socket another live relay serves', async () => {
-    const listen = path.join(dir, 'relay.sock');
-    relay = await TaskRelay.start({ listen, upstream: path.join(dir, 'task.sock'), logger });
-    await expect(TaskRelay.start({ listen, upstream: path.join(dir, 'task.sock'), logger })).rejects.toThrow(/another process is serving/);
+test('without a relay binary the sandboxer logs why and hands out the task socket itself', async () => {
+  const root = tempDir('kuasar-relay-none-');
+  const dir = path.join(root, 'state');
+  const logs = new LogCapture();
+  const running = await startSandboxer(spec, { listen: path.join(root, 'ctl.sock'), dir }, createLogger({ level: 'debug', destination: logs }), () => {
+    throw new TaskRelayError('containerd-shim-kuasar-test-v2 (the task relay) is not next to the sandboxer nor on PATH');
   });
+  try {
+    expect(logs.find('task relay unavailable; handing out the task socket itself')).toMatchObject({ level: 'error', err: expect.stringContaining('not next to the sandboxer') });
+    expect(fs.existsSync(path.join(dir, RELAY_SOCKET))).toBe(false);
+  } finally {
+    await running.close();
+  }
 });

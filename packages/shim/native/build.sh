@@ -1,6 +1,6 @@
 #!/bin/sh
-# Builds the thin shim: native/thin-shim.c -> <out>/containerd-shim-kuasar-runc-v2, hardlinked as the
-# -wasm-, -quark- and -vmm- names (one binary; it reads its kind from its own name).
+# Builds the thin shim: native/thin-shim.c + task-relay.c -> <out>/containerd-shim-kuasar-runc-v2, hardlinked as
+# the -wasm-, -quark- and -vmm- names (one binary; it reads its kind from its own name; `relay` is the task relay).
 #
 # usage: sh native/build.sh [out-dir]     (default: <repo>/dist/bin)
 # env:   CC (default cc)
@@ -34,7 +34,7 @@ mkdir -p "$out"
 tmp="$out/.containerd-shim-kuasar.$$"
 trap 'rm -f "$tmp"' EXIT
 # shellcheck disable=SC2086 # $static is empty or one flag
-"$cc" -std=c11 -O2 -Wall -Wextra -Werror $static -DKUASAR_VERSION="\"$version\"" -o "$tmp" "$here/thin-shim.c"
+"$cc" -std=c11 -O2 -Wall -Wextra -Werror $static -DKUASAR_VERSION="\"$version\"" -o "$tmp" "$here/thin-shim.c" "$here/task-relay.c"
 
 # Replace, never write through: a running containerd may be executing the old file.
 first=

@@ -9,6 +9,8 @@
  *       checks that the sandboxer accepts connections, writes ./address, prints the task address.
  *   <shim> ... -id <id> -bundle <path> [-debug] delete
  *       Kill(SIGKILL, all) + Wait + Delete through the sandboxer; prints a DeleteResponse protobuf.
+ *   <shim> relay --listen <sock> --upstream <task sock> [...]
+ *       the long-lived task relay the sandboxer starts in front of its task socket (task-relay.c).
  *
  * This is C, not Node, because containerd runs it on every container start and delete: a Node
  * process costs ~120 ms to start, this costs ~1 ms (see ../README.md for the measurements).
@@ -30,6 +32,8 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "task-relay.h"
 
 #ifndef KUASAR_VERSION
 #define KUASAR_VERSION "dev"
@@ -105,7 +109,8 @@ static void say(int fd, const char *fmt, ...)
 static void usage(int fd)
 {
 	say(fd, "usage: %s -namespace <ns> -address <containerd socket> -publish-binary <containerd> -id <id> [-bundle <path>] [-debug] start|delete\n"
-		"       %s -v", program, program);
+		"       %s relay --listen <socket> --upstream <task socket> [...]   (see %s relay -h)\n"
+		"       %s -v", program, program, program, program);
 }
 
 /* ---------------------------------------------------------------- command line (Go flag syntax) */
@@ -824,6 +829,9 @@ int main(int argc, char **argv)
 		const char *slash = strrchr(argv[0], '/');
 		program = slash ? slash + 1 : argv[0];
 	}
+	/* The relay is a different program sharing this binary (no second file to install); see task-relay.c. */
+	if (argc >= 2 && strcmp(argv[1], "relay") == 0)
+		return relay_main(argc - 2, argv + 2, program, derive_kind(argv[0], kind) == 0 ? kind : NULL);
 	if (parse_args(argc, argv, &o) < 0) {
 		usage(2);
 		return EXIT_USAGE;

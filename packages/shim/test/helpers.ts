@@ -18,6 +18,8 @@ let built: string | undefined;
  */
 export function buildShim(): string {
   if (built) return built;
+  // A prebuilt dir (e.g. an -fsanitize=address build) instead of a fresh one; it is never removed.
+  if (process.env.KUASAR_SHIM_TEST_BIN) return (built = process.env.KUASAR_SHIM_TEST_BIN);
   const out = fs.mkdtempSync(path.join(os.tmpdir(), 'kshim-bin-'));
   const r = spawnSync('sh', [path.join(PACKAGE_DIR, 'native/build.sh'), out], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`shim build failed (${r.status}): ${r.stderr}${r.stdout}`);
@@ -27,7 +29,7 @@ export function buildShim(): string {
 
 /** Removes the build dir; call from afterAll (jest workers do not run exit handlers reliably). */
 export function removeShimBuild(): void {
-  if (built) fs.rmSync(built, { recursive: true, force: true });
+  if (built && built !== process.env.KUASAR_SHIM_TEST_BIN) fs.rmSync(built, { recursive: true, force: true });
   built = undefined;
 }
 
