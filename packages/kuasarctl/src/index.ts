@@ -13,3 +13,4 @@ export { checkOomScoreAdj, hasSysResource } from './check/oom';
 export { checkTool, parseToolVersion, TOOLS, type ToolProbe, type ToolSpec } from './check/tools';
 export { checkContainerdBinaries, checkContainerdConfig, parseContainerdVersion, majorOf, restrictOomScoreAdj } from './check/containerd';
 export { checkSocket, checkStateDir, type SandboxerFacts, type PathFacts } from './check/sandboxer';
+export { FileSource, IdFilter, JournalSource, LogsError, formatText, parseLogLine, parseSince, showLogs, type LogLine, type LogSource, type LogsOptions } from './logs';

@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import type { CheckFlags } from './commands/check';
 import type { ConfigFlags } from './commands/config';
+import type { LogsFlags } from './commands/logs';
 import type { SandboxFlags } from './commands/sandboxes';
 
 // Injected by scripts/build-bin.mjs; absent when the source runs unbundled (jest, ts-node).
@@ -114,7 +115,22 @@ config
   .addHelpText('after', '\nExit status: 0 done (or nothing to do), 1 an error, or a kind left alone because the config defines it differently.')
   .action(run((flags: ConfigFlags) => import('./commands/config').then((m) => m.configContainerdCommand(flags))));
 
-program.command('logs <sandbox-id>').description('print the logs of a sandbox').action(notImplemented('logs', 'issue 6, part 2'));
+program
+  .command('logs <id>')
+  .description("print what the sandboxer logged about a sandbox or container (id or unique prefix), from its unit's journal or --file")
+  .option('--kinds <kinds>', 'read the journals of these kinds, comma-separated (default: the kinds whose unit is installed)')
+  .option('--file <path>', 'read this file of JSON log lines instead (a sandboxer started by hand with 2>>file; repeatable)', collect)
+  .option('--journal-dir <dir>', 'read the journal files in this directory (journalctl -D), e.g. copied from another node')
+  .option('--since <time>', 'only lines from then on: a time (2026-11-28T21:00:00Z) or a duration back (90s, 10m, 2h, 1d)')
+  .option('--tail <n>', 'only the last n lines logged so far')
+  .option('-f, --follow', 'keep printing new lines until interrupted')
+  .option('-o, --output <format>', 'text or json (the lines as logged, for jq)', 'text')
+  .addHelpText(
+    'after',
+    '\nContainer output (stdout/stderr) is not here: CRI writes it under /var/log/pods (crictl logs).\n' +
+      'Exit status: 0 lines printed (or --follow interrupted), 1 no such lines, an ambiguous prefix, or an unreadable log.',
+  )
+  .action(run((id: string, flags: LogsFlags) => import('./commands/logs').then((m) => m.logsCommand(id, flags))));
 program
   .command('exec <sandbox-id> <command...>')
   .description("run a command in a VM sandbox's guest through the agent's debug channel")

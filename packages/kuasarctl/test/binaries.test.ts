@@ -22,7 +22,7 @@ interface Binary {
   usageExit: number;
 }
 
-const sandboxer = (kind: string, served: boolean): Binary => ({
+const sandboxer = (kind: string): Binary => ({
   name: `${kind}-sandboxer`,
   help: [
     `Usage: ${kind}-sandboxer [options]`,
@@ -34,21 +34,20 @@ const sandboxer = (kind: string, served: boolean): Binary => ({
     '--log-level <level>',
     '--version',
   ],
-  placeholder: served ? undefined : ['--listen', '/tmp/unused.sock'],
   usageExit: 2,
 });
 
 const BINARIES: Binary[] = [
   {
     name: 'kuasarctl',
-    help: ['Usage: kuasarctl [options] [command]', 'list', 'inspect <sandbox-id>', 'check', 'logs <sandbox-id>', 'exec <sandbox-id>'],
-    placeholder: ['logs', 'pod-1'],
+    help: ['Usage: kuasarctl [options] [command]', 'list', 'inspect <sandbox-id>', 'check', 'logs <id>', 'exec <sandbox-id>'],
+    placeholder: ['exec', 'pod-1', 'true'],
     usageExit: 1,
   },
-  sandboxer('runc', true),
-  sandboxer('wasm', true),
-  sandboxer('quark', true),
-  sandboxer('vmm', false),
+  sandboxer('runc'),
+  sandboxer('wasm'),
+  sandboxer('quark'),
+  sandboxer('vmm'),
 ];
 
 const rootVersion: string = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')).version;
@@ -76,6 +75,9 @@ beforeAll(() => {
     fs.copyFileSync(path.join(ROOT, 'dist/bin', name), path.join(tmp, name));
     fs.chmodSync(path.join(tmp, name), 0o755);
   }
+  // The task relay each sandboxer starts is the thin shim binary, installed next to it (as install.sh does).
+  const shim = spawnSync('sh', [path.join(ROOT, 'packages/shim/native/build.sh'), tmp], { encoding: 'utf8' });
+  if (shim.status !== 0) throw new Error(`shim build failed (${shim.status}):\n${shim.stderr}`);
 }, 900_000);
 
 afterAll(() => {
