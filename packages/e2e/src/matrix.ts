@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { runtimeType, shimBinaryName, taskSocketEnvName } from '@kuasar/shim';
 import { criConfig, tomlTable, type CniSetup, type ContainerdVersion, type TomlTable } from '@kuasar/testkit';
+import { vmmConfigFile } from './vmm';
 
 export const REPO_ROOT = path.resolve(__dirname, '../../..');
 
@@ -34,6 +35,27 @@ export const SANDBOXERS: Record<string, SandboxerKind> = {
     build: nodeBundle('runc-sandboxer'),
     command: () => [process.execPath, path.join(REPO_ROOT, 'packages/runc-sandboxer/dist/main.js')],
   },
+  wasm: {
+    kind: 'wasm',
+    build: nodeBundle('wasm-sandboxer'),
+    command: () => [process.execPath, path.join(REPO_ROOT, 'packages/wasm-sandboxer/dist/main.js')],
+  },
+  vmm: {
+    kind: 'vmm',
+    build: nodeBundle('vmm-sandboxer'),
+    command: () => [process.execPath, path.join(REPO_ROOT, 'packages/vmm-sandboxer/dist/main.js'), '--config', vmmConfigFile()],
+  },
+  quark: {
+    kind: 'quark',
+    build: nodeBundle('quark-sandboxer'),
+    command: () => [process.execPath, path.join(REPO_ROOT, 'packages/quark-sandboxer/dist/main.js')],
+  },
+};
+
+/** kuasarctl as an operator runs it, bundled from the tree like the sandboxers. */
+export const KUASARCTL = {
+  build: nodeBundle('kuasarctl'),
+  command: (): string[] => [process.execPath, path.join(REPO_ROOT, 'packages/kuasarctl/dist/main.js')],
 };
 
 export interface MatrixEntry {

@@ -1,13 +1,13 @@
 // Pods through a REAL containerd with a kuasar sandboxer, the kubelet's CRI flow end to end. containerd 2.1 reaches
 // the sandboxer as a sandbox proxy plugin (no shim, no pause container); 1.6/1.7 through the thin shim, where CRI's
 // pause container arrives as a task. Each MATRIX line is one containerd × sandboxer; a new sandboxer adds a line.
-import { existsSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { cri } from '@kuasar/api';
 import { runtimeType, shimBinaryName } from '@kuasar/shim';
 import { BUSYBOX_IMAGE, CriError, busyboxImage, containerdAvailability, criLogStream, readCriLog } from '@kuasar/testkit';
 import { fdCount, processTable, usesShim, type MatrixEntry } from '../src';
-import { Stack, eventually, pidAlive, ppidOf, sleep, verboseInfo } from './stack';
+import { Stack, eventually, pidAlive, ppidOf, sleep, verboseInfo, type ListedSandbox } from './stack';
 
 jest.setTimeout(240_000);
 
@@ -18,6 +18,11 @@ const MATRIX: MatrixEntry[] = [
 ];
 
 const K8S_NS = 'k8s.io';
+
+/** The inode of a process's namespace (what an nsfs bind mount of it reports too). */
+function nsIno(pid: number, kind: string): number {
+  return Number(/\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/ns/${kind}`))![1]);
+}
 
 describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-sandboxer`, e] as const))('%s', (_name, entry) => {
   const avail = containerdAvailability(entry.containerd);
@@ -41,6 +46,37 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
   async function containerdContainers(): Promise<string[]> {
     const { stdout } = await stack.ctrd.ctr(['containers', 'ls', '-q'], { namespace: K8S_NS });
     return stdout.split('\n').map((l) => l.trim()).filter(Boolean);
+  }
+
+  /**
+   * The pod as the sandboxer holds it, on every containerd version: a sandbox (kuasarctl list/inspect: the state dir
+   * and the Controller's Status) whose members are the app containers, with its ipc namespace held by an nsfs bind
+   * mount in its state dir as for any Controller-made pod. On 1.x the sandbox was made from CRI's pause task: its
+   * pid is the pause's, and the pause lists as the pod's own (type sandbox) container.
+   */
+  async function expectPodSandbox(podId: string, containerIds: string[], ctrPid: number, pausePid?: number): Promise<ListedSandbox> {
+    const item = (await stack.listSandboxes()).find((s) => s.id === podId);
+    expect(item).toBeDefined();
+    const sb = item!;
+    expect({ kind: sb.kind, state: sb.state, live: sb.live?.state, liveError: sb.liveError })
+      .toEqual({ kind: entry.sandboxer, state: 'ready', live: 'SANDBOX_READY', liveError: null });
+    expect(sb.containers.filter((c) => c.type !== 'sandbox').map((c) => c.id).sort()).toEqual([...containerIds].sort());
+    const own = sb.containers.filter((c) => c.type === 'sandbox');
+    if (shim) {
+      expect(own.map((c) => [c.id, c.pid])).toEqual([[podId, pausePid]]);
+      expect(sb.pid).toBe(pausePid);
+      expect(sb.live?.pid).toBe(pausePid);
+    } else {
+      expect(own).toEqual([]);
+    }
+    const inspected = (await stack.kuasarctl(['inspect', podId])) as { live: { info: { info: { kuasar: { kind: { containers: string[] } } } } } };
+    expect([...inspected.live.info.info.kuasar.kind.containers].sort()).toEqual(containerIds.map((c) => `${K8S_NS}/${c}`).sort());
+    expect(statSync(path.join(stack.sbDir, podId, 'ns', 'ipc')).ino).toBe(nsIno(ctrPid, 'ipc'));
+    return sb;
+  }
+
+  async function expectPodSandboxGone(podId: string): Promise<void> {
+    expect((await stack.listSandboxes()).map((s) => s.id)).not.toContain(podId);
   }
 
   maybe('containerd runs without a shim binary where it needs none, with one where it does', () => {
@@ -77,10 +113,10 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
       expect(processTable().filter((p) => /containerd-shim/.test(p.args[0] ?? '') && p.args.includes(stack.ctrd.grpcAddress))).toEqual([]);
 
       const tasks = await containerdContainers();
+      const podPid = verboseInfo(podSt.info).pid!;
       if (shim) {
         // CRI 1.x runs the pause container as a task of the same sandboxer; its pid holds the pod's namespaces.
         expect(tasks.sort()).toEqual([pod.containerId, pod.podId].sort());
-        const podPid = verboseInfo(podSt.info).pid!;
         expect(podPid).toBeGreaterThan(0);
         expect(ppidOf(podPid)).toBe(stack.sb.pid);
         const ipc = (p: number): string => readlinkSync(`/proc/${p}/ns/ipc`);
@@ -89,6 +125,8 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
         // containerd 2.1 with the proxy sandboxer: the pod is not a container at all.
         expect(tasks).toEqual([pod.containerId]);
       }
+      // ...and in the sandboxer it is a sandbox either way, the container its member.
+      await expectPodSandbox(pod.podId, [pod.containerId], ctrPid, podPid);
 
       // ExecSync returns both streams and the exit code byte for byte.
       const r = await stack.client.execSync(pod.containerId, { cmd: ['sh', '-c', 'printf out; printf err >&2; exit 3'], timeout: 10 });
@@ -130,6 +168,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
       cleaned = true;
       await expect(stack.client.podSandboxStatus(pod.podId)).rejects.toMatchObject({ code: 5 });
       expect(await containerdContainers()).toEqual([]);
+      await expectPodSandboxGone(pod.podId);
     } finally {
       if (!cleaned) await pod.cleanup();
     }
@@ -158,6 +197,12 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
       expect(ifs).toEqual(['eth0', 'lo']);
       const ping = await stack.client.execSync(pod.containerId, { cmd: ['ping', '-c', '1', '-W', '3', stack.cni.gateway], timeout: 10 });
       expect(ping.exitCode).toBe(0);
+      const ctrPid = verboseInfo((await stack.client.containerStatusVerbose(pod.containerId)).info).pid!;
+      await expectPodSandbox(pod.podId, [pod.containerId], ctrPid, verboseInfo(podSt.info).pid);
+      // the sandbox's network is the netns CRI made for CNI (on 1.x: read from the pause task's spec)
+      const { netnsPath } = (await stack.kuasarctl(['inspect', pod.podId])) as { netnsPath: string };
+      expect(netnsPath).toMatch(/^\/.+/);
+      expect(statSync(netnsPath).ino).toBe(nsIno(ctrPid, 'net'));
 
       const t0 = Date.now();
       await stack.client.stopContainer(pod.containerId, 20);
@@ -169,6 +214,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
       await stack.client.stopPodSandbox(pod.podId);
       await stack.client.removePodSandbox(pod.podId);
       cleaned = true;
+      await expectPodSandboxGone(pod.podId);
     } finally {
       if (!cleaned) await pod.cleanup();
     }
@@ -209,10 +255,12 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
       const pidns = (p: number): string => readlinkSync(`/proc/${p}/ns/pid_for_children`);
       const ctrPid = verboseInfo((await stack.client.containerStatusVerbose(ids[0]!)).info).pid!;
       expect(readlinkSync(`/proc/${ctrPid}/ns/pid`)).toBe(pidns(podPid));
+      await expectPodSandbox(podId, ids, ctrPid, podPid);
     } finally {
       await stack.client.stopPodSandbox(podId);
       await stack.client.removePodSandbox(podId);
     }
+    await expectPodSandboxGone(podId);
     await stack.expectClean();
   });
 
@@ -290,10 +338,12 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
     stack.ids.push(pod.podId, pod.containerId);
     try {
       const pid = verboseInfo((await stack.client.containerStatusVerbose(pod.containerId)).info).pid!;
+      const podPid = verboseInfo((await stack.client.podSandboxStatus(pod.podId, true)).info).pid;
       await stack.restartContainerd(true);
       expect(pidAlive(pid)).toBe(true);
       const st = await eventually('pod ready after restart', () => stack.client.podSandboxStatus(pod.podId), (s) => s.status?.state === cri.PodSandboxState.SANDBOX_READY);
       expect(st.status?.state).toBe(cri.PodSandboxState.SANDBOX_READY);
+      await expectPodSandbox(pod.podId, [pod.containerId], pid, podPid);
       expect((await stack.client.containerStatus(pod.containerId)).state).toBe(cri.ContainerState.CONTAINER_RUNNING);
       const r = await stack.client.execSync(pod.containerId, { cmd: ['echo', 'after-restart'] });
       expect(r.stdout.toString()).toBe('after-restart\n');
@@ -338,6 +388,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
       stack.ids.push(pod.podId, pod.containerId);
       try {
         const pid = verboseInfo((await stack.client.containerStatusVerbose(pod.containerId)).info).pid!;
+        const podPid = verboseInfo((await stack.client.podSandboxStatus(pod.podId, true)).info).pid;
         const oldSb = stack.sb.pid;
         await stack.sb.kill('SIGKILL');
         expect(pidAlive(pid)).toBe(true);
@@ -349,6 +400,8 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
         const st0 = await eventually('controller reachable again', () => stack.client.podSandboxStatus(pod.podId).catch((e: Error) => e), (v) => !(v instanceof Error), 30_000);
         expect((st0 as cri.PodSandboxStatusResponse).status?.state).toBe(cri.PodSandboxState.SANDBOX_READY);
         expect((await stack.client.containerStatus(pod.containerId)).state).toBe(cri.ContainerState.CONTAINER_RUNNING);
+        // the restarted sandboxer recovered the pod as a sandbox with its member (on 1.x: still made from the pause)
+        await expectPodSandbox(pod.podId, [pod.containerId], pid, podPid);
         await stack.client.execSync(pod.containerId, { cmd: ['touch', '/tmp/go'] });
         // The init is no longer the sandboxer's child: the exit is seen, its status is unknowable (255).
         const st = await stack.client.waitContainerExit(pod.containerId, 15_000);

@@ -1,13 +1,16 @@
 // One containerd + one sandboxer + CRI client + CNI network, private to a test file, and the per-test checks
 // (leftovers, containerd errors) every matrix test runs.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
+import { promisify } from 'node:util';
+import { shimBinaryName } from '@kuasar/shim';
 import {
   BUSYBOX_IMAGE, CriClient, PAUSE_IMAGE, PrivateContainerd, createCniSetup, importTestImages, processesMentioning,
   type CniSetup, type ContainerdVersion,
 } from '@kuasar/testkit';
 import {
-  SANDBOXERS, SandboxerProcess, buildShim, containerdErrors, handlerName, kuasarContainerdConfig, leftoverCgroups,
+  KUASARCTL, SANDBOXERS, SandboxerProcess, buildShim, containerdErrors, handlerName, kuasarContainerdConfig, leftoverCgroups,
   leftoverMounts, leftoverProcesses, leftoverSockets, leftoverStateDirs, shimEnv, usesShim, type MatrixEntry,
 } from '../src';
 
@@ -59,6 +62,17 @@ async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Pr
   }
 }
 
+/** One sandbox as `kuasarctl list -o json` prints it (the fields the tests read). */
+export interface ListedSandbox {
+  id: string;
+  kind: string;
+  state: string;
+  pid: number;
+  containers: { id: string; namespace: string; type: string; state: string; pid: number }[];
+  live: { state: string; pid: number; address: string; info?: Record<string, unknown> } | null;
+  liveError: string | null;
+}
+
 // PrivateContainerd (testkit) has no public restart yet; its private spawn/waitReady do exactly what a restart
 // needs and keep stop() working. TODO(testkit): a public restart().
 interface Restartable {
@@ -99,6 +113,30 @@ export class Stack {
     return path.join(this.base, 'bin');
   }
 
+  get relayDir(): string {
+    return path.join(this.base, 'relay-bin');
+  }
+
+  /** The sandboxer's Controller socket. */
+  get listen(): string {
+    return path.join(this.base, 'sb.sock');
+  }
+
+  /** `kuasarctl <command> -o json` against this stack's sandboxer (its state dir and Controller), parsed. */
+  async kuasarctl(args: string[]): Promise<unknown> {
+    const kind = SANDBOXERS[this.entry.sandboxer]!.kind;
+    const [bin, ...pre] = KUASARCTL.command();
+    const { stdout } = await promisify(execFile)(bin!, [
+      ...pre, ...args, '-o', 'json', '--kinds', kind, '--dir', `${kind}=${this.sbDir}`, '--socket', `${kind}=${this.listen}`,
+    ], { timeout: 30_000 });
+    return JSON.parse(stdout) as unknown;
+  }
+
+  /** The sandboxes an operator sees (`kuasarctl list -o json`). */
+  async listSandboxes(): Promise<ListedSandbox[]> {
+    return ((await this.kuasarctl(['list'])) as { items: ListedSandbox[] }).items;
+  }
+
   /** Env containerd runs with: for 1.x the thin shim first on PATH and its task socket. */
   private containerdEnv(withShim = usesShim(this.version)): Record<string, string> {
     if (!withShim) return {};
@@ -109,9 +147,13 @@ export class Stack {
   async start(): Promise<void> {
     const kind = SANDBOXERS[this.entry.sandboxer]!;
     kind.build();
+    KUASARCTL.build();
     if (usesShim(this.version)) buildShim(this.shimDir);
+    // The task relay is the thin shim binary in relay mode: the one built from this tree, also where containerd must
+    // not find a shim (2.1), so in a dir of its own.
+    buildShim(this.relayDir);
     this.cni = createCniSetup();
-    const listen = path.join(this.base, 'sb.sock');
+    const listen = this.listen;
     const extraConfig = kuasarContainerdConfig(this.version, kind.kind, listen, this.cni);
     this.ctrd = await withEnv(this.containerdEnv(), () => PrivateContainerd.start({ version: this.version, extraConfig }));
     this.sb = await SandboxerProcess.start({
@@ -121,6 +163,7 @@ export class Stack {
       dir: this.sbDir,
       ttrpcAddress: this.ctrd.ttrpcAddress,
       logPath: path.join(this.base, 'sandboxer.log'),
+      env: { KUASAR_TASK_RELAY: path.join(this.relayDir, shimBinaryName(this.entry.sandboxer)) },
     });
     this.client = new CriClient(this.ctrd.grpcAddress);
     try {
@@ -194,6 +237,8 @@ export class Stack {
     expect(leftoverCgroups(ids)).toEqual([]);
     // The task core's records and the OCI runtimes' state dirs (OciCliEngine's default roots).
     expect(leftoverStateDirs([path.join(this.sbDir, 'tasks'), '/run/kuasar/runc', '/run/kuasar/crun'], ids)).toEqual([]);
+    // sandbox dirs (records, namespace mounts, members) of the test's pods
+    expect(ids.filter((id) => existsSync(path.join(this.sbDir, id)))).toEqual([]);
     expect(leftoverSockets(this.sbDir, [this.sb.taskSocket, path.join(this.sbDir, "relay.sock")])).toEqual([]);
     expect(leftoverSockets(path.join(this.ctrd.dir, 'state'))).toEqual([]);
     expect(this.containerdErrors(expectedErrors)).toEqual([]);

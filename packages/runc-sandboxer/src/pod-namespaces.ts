@@ -199,7 +199,7 @@ export async function setUpPodNamespaces(dir: string, req: PodNamespaceRequest, 
   if (req.netnsPath) record.paths.net = req.netnsPath;
 
   try {
-    fs.mkdirSync(nsDir, { recursive: true, mode: 0o711 });
+    fs.mkdirSync(nsDir, { recursive: true, mode: 0o700 });
     // A private mount of its own: ns mounts below must not propagate into peer mount namespaces, where
     // copies would keep the namespaces alive after our unmount (and where we could never clean them).
     mount(nsDir, nsDir, null, MS_BIND);

@@ -303,8 +303,11 @@ export class RuncSandboxer implements Sandboxer {
     const rt = this.pods.get(sandbox.id);
     rt?.close();
     const errors: string[] = [];
-    // CRI deletes a pod's containers before Shutdown; members still listed were lost by containerd.
-    for (const m of this.members(sandbox)) {
+    // CRI deletes a pod's containers before Shutdown; members still listed were lost by containerd. A pod made from
+    // containerd 1.x's pause task goes when that task is deleted: CRI deletes the other tasks itself once it sees
+    // the exits the stop caused, so their records stay for it.
+    const lost = sandbox.record.task ? [] : this.members(sandbox);
+    for (const m of lost) {
       try {
         await this.tasks?.remove?.(m);
       } catch (err) {
@@ -390,16 +393,16 @@ export class RuncSandboxer implements Sandboxer {
     const log = this.logger.child({ id: req.id, namespace, sandbox: sandboxId });
     try {
       if (!rt) {
-        // No pod of ours (containerd 1.x CRI, ctr run): a standalone task with the namespaces its spec asks for. On 1.x
-        // the CRI pause container is such a task and holds the pod's namespaces; the pod's other containers join
-        // them through the /proc/<pause pid>/ns paths CRI writes into their specs.
-        if (sandboxId !== undefined) {
-          const pause = spec.annotations?.[CRI_CONTAINER_TYPE_ANNOTATION] === 'sandbox';
-          log.debug(pause ? 'CRI pause container: a task that holds its pod\'s namespaces' : 'container of a pod held by its CRI pause task');
-        }
+        // No pod of ours (ctr run, a pod another sandboxer serves): a standalone task with the namespaces its spec
+        // asks for. containerd 1.x CRI's pause task is not one: the framework made it a pod before calling us.
+        if (sandboxId !== undefined) log.debug('container of a pod this sandboxer does not know; running it standalone');
         return withEngineAnnotation(spec, engineOptionsFromAny(req.options, this.defaults));
       }
       const sandbox = rt.sandbox;
+      // containerd 1.x: the pod was made from this very task (the framework's task-sandbox.ts). The pause joins the
+      // pod's namespaces like any container and keeps the pid namespace CRI gave it, which the pod's POD-pid
+      // containers join through /proc/<pause pid>/ns/pid; it is the pod itself, not one of its members.
+      const isPodTask = sandbox.record.task?.id === req.id && sandbox.record.task.namespace === namespace;
       if (sandbox.record.state !== 'ready' || rt.hasExited || rt.stopping) {
         throw new TtrpcError(Code.FAILED_PRECONDITION, `sandbox ${sandbox.id} is not running`);
       }
@@ -409,8 +412,8 @@ export class RuncSandboxer implements Sandboxer {
       const ctx = podSpecContext(state.namespaces, sandbox.record.pid, state.settings.cgroupParent);
       const out = rewriteContainerSpec(spec, req.id, ctx);
       out.annotations = { ...(out.annotations ?? {}), [SANDBOX_ID_ANNOTATION]: sandbox.id };
-      addPodMember(sandbox, { namespace, id: req.id, bundle: req.bundle });
-      log.debug({ engine: engine.binary }, 'container joins its pod');
+      if (!isPodTask) addPodMember(sandbox, { namespace, id: req.id, bundle: req.bundle });
+      log.debug({ engine: engine.binary, podTask: isPodTask }, 'container joins its pod');
       return withEngineAnnotation(out, engine);
     } catch (err) {
       if (err instanceof TtrpcError) throw err;

@@ -19,6 +19,8 @@ export function runcSandboxerSpec(version: string): SandboxerSpec<typeof RUNC_CO
     version,
     description: 'Kuasar runc sandboxer: one resident process serving the Sandbox Controller and Task API for runc/crun pods',
     configSchema: RUNC_CONFIG_SCHEMA,
+    // containerd 1.6/1.7: CRI's pause task becomes a runc pod like a 2.x one (RuncSandboxer.prepareContainer)
+    sandboxFromPauseTask: true,
     createSandboxer(ctx) {
       try {
         defaults = engineOptionsFromConfig(ctx.config);

@@ -83,7 +83,8 @@ export function podSpecContext(ns: PodNamespaces, reportedPid: number, cgroupPar
  * - the pod has a file: a missing entry, an entry without path, a `/proc/<reportedPid>/ns/...` path or a
  *   /proc path that no longer resolves is replaced by the pod's file; any other path that resolves (an explicit
  *   join, CRI's TARGET pid mode, a CRI 1.x pause task's /proc path) is kept;
- * - pid 'container': the container gets a private pid namespace (a pod-pid path becomes a new namespace).
+ * - pid 'container': the container gets a private pid namespace unless it names one that resolves (a /proc path of
+ *   a live process: CRI 1.x's pause task, whose pid namespace POD-pid containers join; TARGET); a dead one is dropped.
  * kubelet gives the sandbox and its containers the same pid mode, so in a shared-pid pod a pid entry without
  * path (the OCI default) joins the pod too; only TARGET (a resolving path) differs.
  * A container never escapes to a host namespace its pod does not use. mount/user/cgroup/time entries are kept,
@@ -118,8 +119,10 @@ export function rewriteContainerSpec(spec: OciSpec, containerId: string, pod: Po
       return;
     }
     if (want === 'container') {
+      // The pod has no namespace of this kind to join, so a /proc path that still resolves names one a live process
+      // holds (CRI 1.x's pause task for POD-pid containers, TARGET): kept. A dead one means a namespace of its own.
       if (!entry) namespaces.push({ type: kind });
-      else if (entry.path && isStalePodPath(entry.path)) delete entry.path;
+      else if (entry.path && PROC_NS_RE.test(entry.path) && !resolves(entry.path)) delete entry.path;
       return;
     }
     if (!entry) namespaces.push({ type: kind, path: want.path });

@@ -71,6 +71,18 @@ describe('rewriteContainerSpec', () => {
     expect(byType(out)).toMatchObject({ ipc: '/proc/555/ns/ipc', uts: '/proc/555/ns/uts', network: '/proc/555/ns/net' });
   });
 
+  it('in a pod made from a CRI 1.x pause task: the pause pid is reported, its pid namespace (POD) is joined as CRI wrote it', () => {
+    // the pod holds no pid namespace; POD-pid containers name the live pause's, CONTAINER ones name none
+    const p = pod({ reportedPid: 555 });
+    const shared = rewriteContainerSpec(criSpec(555, { sharedPid: true }), 'c1', p, allResolves);
+    expect(byType(shared)).toMatchObject({ pid: '/proc/555/ns/pid', ipc: `${NS}/ipc`, uts: `${NS}/uts`, network: NETNS });
+    const own = rewriteContainerSpec(criSpec(555), 'c2', p, allResolves);
+    expect(own.linux?.namespaces?.find((n) => n.type === 'pid')).toEqual({ type: 'pid' });
+    // a pause that is gone leaves a path to nothing: a pid namespace of its own instead
+    const dead = rewriteContainerSpec(criSpec(555, { sharedPid: true }), 'c3', p, nothingResolves);
+    expect(dead.linux?.namespaces?.find((n) => n.type === 'pid')).toEqual({ type: 'pid' });
+  });
+
   it('replaces /proc paths that do not resolve and fills entries without path', () => {
     const spec: OciSpec = { linux: { namespaces: [{ type: 'ipc' }, { type: 'uts', path: '/proc/31337/ns/uts' }] } };
     const out = rewriteContainerSpec(spec, 'c1', pod(), nothingResolves);

@@ -14,7 +14,7 @@ import type { SandboxExit } from './exit';
 import { validateSandboxId } from './id';
 import { KeyedMutex } from './lock';
 import { hostPlatform } from './platform';
-import { Sandbox, type SandboxRecord, recordFromJSON, recordToJSON } from './sandbox';
+import { Sandbox, type SandboxRecord, type SandboxTaskRef, recordFromJSON, recordToJSON } from './sandbox';
 import type { Sandboxer } from './sandboxer';
 import type { SandboxStore } from './store';
 
@@ -37,6 +37,8 @@ export interface CreateParams {
   netnsPath?: string;
   annotations?: Record<string, string>;
   sandbox?: types.Sandbox;
+  /** The task the sandbox is made from (task-sandbox.ts); it then lives and ends with that task. */
+  task?: SandboxTaskRef;
 }
 
 export interface StartResult {
@@ -119,6 +121,7 @@ export class SandboxController {
         labels: {},
         exit: undefined,
         kindState: {},
+        ...(params.task ? { task: { ...params.task } } : {}),
       };
       const sandbox = new Sandbox(record, dir, this.logger.child({ sandbox: id }));
       try {
@@ -225,6 +228,44 @@ export class SandboxController {
       this.sandboxes.delete(id);
       sandbox.exitSignal.abandon(new NotFoundError(`sandbox ${id} was shut down`));
       sandbox.logger.info('sandbox shut down');
+    });
+  }
+
+  // ---- sandboxes made from a task (task-sandbox.ts) ------------------------------------------------------------------
+
+  /** The task's init exists: its pid is the sandbox's (what Status reports). */
+  async setTaskPid(id: string, pid: number): Promise<void> {
+    await this.locks.run(id, async () => {
+      const sandbox = this.sandboxes.get(id);
+      if (!sandbox || sandbox.record.pid === pid) return;
+      sandbox.record.pid = pid;
+      await this.persist(sandbox);
+    });
+  }
+
+  /** The task the sandbox was made from exited: so did the sandbox, with the task's status. */
+  taskExited(id: string, exit: SandboxExit): void {
+    const sandbox = this.sandboxes.get(id);
+    if (sandbox) this.onExit(sandbox, exit);
+  }
+
+  /**
+   * The task the sandbox was made from is gone: end what is left of the pod (the kind's stop, with no grace), then
+   * remove the sandbox like Shutdown does. A sandbox already gone is not an error.
+   */
+  async removeTaskSandbox(id: string): Promise<void> {
+    await this.locks.run(id, async () => {
+      const sandbox = this.sandboxes.get(id);
+      if (!sandbox) return;
+      // the task's exit, when it came, is already recorded; record one first so the kind's stop cannot supply it
+      this.recordExit(sandbox, { exitStatus: UNKNOWN_EXIT_STATUS, exitedAt: new Date() });
+      if (sandbox.record.startedAt) {
+        await this.kind.stop(sandbox, 0).catch((err) => sandbox.logger.warn({ err: messageOf(err) }, 'stopping what is left of the pod failed'));
+      }
+      await this.kind.shutdown(sandbox);
+      await this.store.remove(id);
+      this.sandboxes.delete(id);
+      sandbox.logger.info('sandbox removed with its task');
     });
   }
 

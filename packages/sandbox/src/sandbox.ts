@@ -30,6 +30,17 @@ export interface SandboxRecord {
    * update; the framework persists it after each of those returns.
    */
   kindState: Record<string, unknown>;
+  /**
+   * The task this sandbox was made from: CRI's pause container on containerd 1.6/1.7, which arrives through the task
+   * API (task-sandbox.ts). The sandbox lives and ends with that task. Absent for sandboxes made through the Controller.
+   */
+  task?: SandboxTaskRef;
+}
+
+/** A container of the task core, by containerd namespace and id. */
+export interface SandboxTaskRef {
+  namespace: string;
+  id: string;
 }
 
 /** One sandbox as the kind sees it: the live record plus its private dir and logger. */
@@ -68,6 +79,7 @@ export function recordToJSON(r: SandboxRecord): unknown {
     labels: r.labels,
     exit: r.exit ? { exitStatus: r.exit.exitStatus, exitedAt: r.exit.exitedAt.toISOString() } : undefined,
     kindState: r.kindState,
+    task: r.task ? { namespace: r.task.namespace, id: r.task.id } : undefined,
   };
 }
 
@@ -98,12 +110,21 @@ export function recordFromJSON(id: string, data: unknown): SandboxRecord {
       ? { exitStatus: integer(exitObj.exitStatus, 'exit.exitStatus'), exitedAt: date(exitObj.exitedAt, 'exit.exitedAt') }
       : undefined,
     kindState: o.kindState === undefined ? {} : asObject(o.kindState, 'kindState'),
+    ...(o.task === undefined ? {} : { task: taskRef(o.task) }),
   };
 }
 
 function asObject(v: unknown, what: string): Record<string, unknown> {
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new Error(`${what} is not an object`);
   return v as Record<string, unknown>;
+}
+
+function taskRef(v: unknown): SandboxTaskRef {
+  const o = asObject(v, 'task');
+  if (typeof o.namespace !== 'string' || o.namespace === '' || typeof o.id !== 'string' || o.id === '') {
+    throw new Error('task needs a namespace and an id');
+  }
+  return { namespace: o.namespace, id: o.id };
 }
 
 function stringMap(v: unknown, what: string): Record<string, string> {
