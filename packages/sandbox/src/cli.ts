@@ -4,7 +4,7 @@ import { Command, Option } from 'commander';
 import type { Logger } from 'pino';
 import { peerCredentials, sdNotify } from '@kuasar/sys';
 import { EventPublisher, TaskService, registerTaskService, type Engine, type TaskHooks } from '@kuasar/task';
-import { TtrpcServer } from '@kuasar/ttrpc';
+import type { ServerOptions, TtrpcServer } from '@kuasar/ttrpc';
 import {
   LOG_LEVELS,
   loadSandboxerConfig,
@@ -12,15 +12,19 @@ import {
   type ConfigSchema,
   type FrameworkConfig,
   type LogLevel,
+  tracesEndpoint,
 } from './config';
 import { ConfigError, messageOf } from './errors';
 import { createLogger } from './logger';
 import type { MetricsServer, SandboxerMetrics } from './metrics';
+import type { SandboxerTracing } from './tracing';
+import { type CallObserver, createObservedTtrpcServer, observeController } from './call-observer';
 import type { Sandbox } from './sandbox';
 import type { Sandboxer } from './sandboxer';
 import { serveController, type ServingSandboxer } from './server';
 import { bindPrivate } from './socket';
-import { ensureTaskRelay, runTaskRelay } from './task-relay';
+import { ensureTaskRelay, findTaskRelayBinary, taskRelayArgs } from './task-relay';
+import { TaskSandboxes } from './task-sandbox';
 
 export const TASK_SOCKET = 'task.sock';
 /** The task API version containerd 2.x needs to call the endpoint directly instead of running a shim. */
@@ -60,6 +64,13 @@ export interface SandboxerSpec<S extends ConfigSchema = ConfigSchema, K extends 
   createEngine?(ctx: SandboxerContext<S>, sandboxer: K): Engine | Promise<Engine>;
   /** Hooks into the task core (rewrite container specs to join the pod, ...). */
   createTaskHooks?(ctx: SandboxerContext<S>, sandboxer: K): TaskHooks;
+  /**
+   * containerd 1.6/1.7 (thin shim): make CRI's pause task (`io.kubernetes.cri.container-type=sandbox`) a sandbox of
+   * this kind, created and started through the Controller from the pause's spec before the kind's prepareContainer
+   * sees the pause, ended by the pause's exit and removed (after the kind's stop, which may then find the pod's main
+   * process already gone) when containerd deletes the pause task. See task-sandbox.ts.
+   */
+  sandboxFromPauseTask?: boolean;
   /** Called once the task core exists and has recovered its containers, before anything is served. */
   taskServiceReady?(service: TaskService, ctx: SandboxerContext<S>, sandboxer: K): void | Promise<void>;
 }
@@ -71,8 +82,6 @@ export interface CliOptions {
   logLevel?: LogLevel;
   /** Prometheus endpoint (host:port or unix socket path); overrides [metrics] listen. */
   metricsListen?: string;
-  /** Run as the task relay for --dir instead of as a sandboxer (see task-relay.ts). */
-  taskRelay?: boolean;
 }
 
 /** The one command line of every sandboxer binary. */
@@ -86,8 +95,6 @@ export function buildCommand(spec: Pick<SandboxerSpec, 'kind' | 'version' | 'des
     .option('--config <file>', `TOML config file ([sandboxer] and [${spec.kind}] tables)`)
     .addOption(new Option('--log-level <level>', 'log level (default: info)').choices(LOG_LEVELS))
     .option('--metrics-listen <addr>', 'serve Prometheus /metrics on host:port or a unix socket path (default: off)')
-    // The sandboxer starts its own relay with this; operators never need it.
-    .addOption(new Option('--task-relay', 'serve the task relay for --dir').hideHelp())
     .showHelpAfterError()
     .allowExcessArguments(false);
 }
@@ -111,10 +118,11 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
   options: CliOptions,
   logger?: Logger,
   /**
-   * How to start this binary as the task relay (argv before the flags). With it, Start hands containerd the relay's
-   * address, so containerd's task connections survive a sandboxer crash; without it, the task socket itself.
+   * The task relay program (argv before its `relay` arguments; see task-relay.ts), or how to find it. With it,
+   * Start hands containerd the relay's address, so containerd's task connections survive a sandboxer crash; without
+   * it, the task socket itself.
    */
-  relayCommand?: string[],
+  relayCommand?: string[] | (() => string[]),
 ): Promise<RunningSandboxer> {
   const config = await loadSandboxerConfig(spec.kind, spec.configSchema, options.config);
   const framework: FrameworkConfig = {
@@ -148,6 +156,14 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
     metrics = new m.SandboxerMetrics(spec.kind, () => sandboxes.list().map((s) => s.record.state));
     metricsServer = await m.MetricsServer.listen(metricsListen, metrics, log);
   }
+  // Same for tracing: the OpenTelemetry SDK loads only when an endpoint is configured.
+  let tracing: SandboxerTracing | undefined;
+  const endpoint = tracesEndpoint(config.tracing.endpoint);
+  if (endpoint) {
+    const t = await import('./tracing');
+    tracing = t.SandboxerTracing.start({ kind: spec.kind, endpoint, version: spec.version, logger: log });
+  }
+  const observers: CallObserver[] = [tracing, metrics].filter((o): o is SandboxerTracing | SandboxerMetrics => o !== undefined);
 
   // The task server comes up first: Start hands its address out, and containers it recovers belong to pods the
   // controller is about to recover.
@@ -155,6 +171,7 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
   let taskService: TaskService | undefined;
   let publisher: EventPublisher | undefined;
   const taskSocket = path.join(framework.dir, TASK_SOCKET);
+  const taskSandboxes = spec.sandboxFromPauseTask ? new TaskSandboxes(() => serving?.controller, log) : undefined;
   if (spec.createEngine) {
     const engine = await spec.createEngine(ctx, sandboxer);
     publisher = new EventPublisher({ logger: log.child({ component: 'events' }) });
@@ -163,18 +180,18 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
       publisher,
       logger: log,
       stateDir: framework.dir,
-      hooks: spec.createTaskHooks?.(ctx, sandboxer),
+      hooks: taskSandboxes ? taskSandboxes.hooks(spec.createTaskHooks?.(ctx, sandboxer)) : spec.createTaskHooks?.(ctx, sandboxer),
     });
     const recovered = await taskService.recover();
     if (recovered.length > 0) log.info({ containers: recovered }, 'task containers re-adopted');
     await spec.taskServiceReady?.(taskService, ctx, sandboxer);
-    const ttrpcOptions: ConstructorParameters<typeof TtrpcServer>[0] = {
+    const ttrpcOptions: ServerOptions = {
       logger: log.child({ component: 'ttrpc' }),
       socketMode: 0o600,
       // containerd's own rule for shim sockets: only a peer with our uid/gid may call.
       peerCredentials: (socket) => peerCredentials(socket as Parameters<typeof peerCredentials>[0]),
     };
-    taskServer = metrics ? metrics.createTtrpcServer(ttrpcOptions) : new TtrpcServer(ttrpcOptions);
+    taskServer = createObservedTtrpcServer(ttrpcOptions, observers);
     registerTaskService(taskServer, taskService);
     const server = taskServer;
     await bindPrivate(taskSocket, () => server.listen(taskSocket));
@@ -183,7 +200,8 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
   let taskAddress = taskSocket;
   if (taskServer && relayCommand) {
     try {
-      taskAddress = await ensureTaskRelay(framework.dir, [...relayCommand, '--task-relay', '--dir', framework.dir, '--log-level', framework.log_level], log);
+      const program = typeof relayCommand === 'function' ? relayCommand() : relayCommand;
+      taskAddress = await ensureTaskRelay(framework.dir, [...program, ...taskRelayArgs(framework.dir, framework.log_level)], log);
     } catch (err) {
       // Without the relay pods still work; only a sandboxer crash then ends containerd's task connections.
       log.error({ err: messageOf(err) }, 'task relay unavailable; handing out the task socket itself');
@@ -205,10 +223,14 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
     taskService?.close();
     await publisher?.close();
     await metricsServer?.close();
+    await tracing?.shutdown().catch(() => undefined);
     throw err;
   }
   const running = serving;
-  metrics?.instrumentController(running.controller);
+  if (taskSandboxes && taskService) {
+    await taskSandboxes.reconcile(taskService).catch((err) => log.error({ err: messageOf(err) }, 'reconciling sandboxes with their tasks failed'));
+  }
+  observeController(running.controller, observers);
 
   let closing: Promise<void> | undefined;
   return {
@@ -224,6 +246,7 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
         await Promise.allSettled([running.close(), taskServer?.close(2000), metricsServer?.close()]);
         taskService?.close();
         await publisher?.close().catch(() => undefined);
+        await tracing?.shutdown().catch((err: unknown) => log.warn({ err: messageOf(err) }, 'tracing: last spans not exported'));
         log.info('sandboxer stopped');
         log.flush();
       })()),
@@ -235,12 +258,12 @@ export interface RunOptions {
   /** Process exit (tests replace it). */
   exit?: (code: number) => void;
   logger?: Logger;
-  /** argv that starts this binary (before flags), for the task relay; default: this process's own command line. */
+  /** The task relay program (argv before its arguments); default: the thin shim binary, found by findTaskRelayBinary. */
   relayCommand?: string[];
 }
 
-/** How this process was started: the SEA binary alone, or node + its script. */
-function selfCommand(): string[] {
+/** This process's own executable (a SEA binary) or script (node + a bundle): the relay is looked for next to it. */
+function mainFile(): string {
   let sea = false;
   try {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -248,7 +271,7 @@ function selfCommand(): string[] {
   } catch {
     sea = false; // node:sea is absent outside a SEA on some builds
   }
-  return sea ? [process.execPath] : [process.execPath, ...process.execArgv, process.argv[1]!];
+  return sea ? process.execPath : process.argv[1]!;
 }
 
 /**
@@ -272,27 +295,12 @@ export async function runSandboxer<S extends ConfigSchema, K extends Sandboxer>(
     return undefined;
   }
 
-  if (options.taskRelay) {
-    const dir = options.dir;
-    if (!dir || !path.isAbsolute(dir)) {
-      process.stderr.write(`${spec.kind}-sandboxer: --task-relay needs an absolute --dir\n`);
-      exit(2);
-      return undefined;
-    }
-    const log = run.logger ?? createLogger({ level: options.logLevel ?? 'info', kind: spec.kind }).child({ component: 'task-relay' });
-    try {
-      await runTaskRelay(dir, log);
-    } catch (err) {
-      process.stderr.write(`${spec.kind}-sandboxer --task-relay: ${messageOf(err)}\n`);
-      exit(1);
-    }
-    return undefined;
-  }
-
   let running: RunningSandboxer;
   try {
-    // Only a real process (argv from the command line) starts a relay: it re-executes this very binary.
-    const relay = run.relayCommand ?? (run.argv === undefined && process.env.KUASAR_TASK_RELAY !== '0' ? selfCommand() : undefined);
+    // Only a real process (argv from the command line) starts a relay; KUASAR_TASK_RELAY=0 turns it off.
+    const relay = run.relayCommand ?? (run.argv === undefined && process.env.KUASAR_TASK_RELAY !== '0'
+      ? () => [findTaskRelayBinary(spec.kind, { main: mainFile() })]
+      : undefined);
     running = await startSandboxer(spec, options, run.logger, relay);
   } catch (err) {
     process.stderr.write(`${spec.kind}-sandboxer: ${messageOf(err)}\n`);

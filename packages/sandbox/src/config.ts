@@ -136,10 +136,26 @@ export interface MetricsConfig {
   listen: string;
 }
 
+/** [tracing]: optional OpenTelemetry traces of Controller and Task calls (tracing.ts). */
+export interface TracingConfig {
+  /** OTLP/HTTP traces URL; "" = OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT if set, else off. */
+  endpoint: string;
+}
+
+/** Where traces go: the config key wins, then OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, then OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces. */
+export function tracesEndpoint(configured: string, env: NodeJS.ProcessEnv = process.env): string | undefined {
+  if (configured) return configured;
+  if (env.OTEL_TRACES_EXPORTER === 'none') return undefined;
+  if (env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) return env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
+  if (env.OTEL_EXPORTER_OTLP_ENDPOINT) return `${env.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces`;
+  return undefined;
+}
+
 /** A sandboxer's whole config: framework settings plus the kind's own table. */
 export interface SandboxerConfig<S extends ConfigSchema> {
   sandboxer: FrameworkConfig;
   metrics: MetricsConfig;
+  tracing: TracingConfig;
   kind: ConfigOf<S>;
 }
 
@@ -148,7 +164,7 @@ export interface SandboxerConfig<S extends ConfigSchema> {
  * [<kind>] (e.g. [runc]). Command-line flags override [sandboxer].
  */
 export function sandboxerConfigSchema(kind: string, kindSchema: ConfigSchema): ConfigSchema {
-  if (kind === 'sandboxer' || kind === 'metrics') throw new Error(`a sandboxer kind cannot be named "${kind}"`);
+  if (kind === 'sandboxer' || kind === 'metrics' || kind === 'tracing') throw new Error(`a sandboxer kind cannot be named "${kind}"`);
   return {
     sandboxer: {
       type: 'table',
@@ -164,12 +180,27 @@ export function sandboxerConfigSchema(kind: string, kindSchema: ConfigSchema): C
         listen: { type: 'string', default: '', description: 'Prometheus endpoint: host:port or unix socket path ("" = off)' },
       },
     },
+    tracing: {
+      type: 'table',
+      fields: {
+        endpoint: {
+          type: 'string',
+          default: '',
+          description: 'OTLP/HTTP traces URL ("" = OTEL_EXPORTER_OTLP_TRACES_ENDPOINT / OTEL_EXPORTER_OTLP_ENDPOINT, else off)',
+        },
+      },
+    },
     [kind]: { type: 'table', fields: kindSchema },
   };
 }
 
 function split<S extends ConfigSchema>(kind: string, whole: Record<string, unknown>): SandboxerConfig<S> {
-  return { sandboxer: whole.sandboxer as FrameworkConfig, metrics: whole.metrics as MetricsConfig, kind: whole[kind] as ConfigOf<S> };
+  return {
+    sandboxer: whole.sandboxer as FrameworkConfig,
+    metrics: whole.metrics as MetricsConfig,
+    tracing: whole.tracing as TracingConfig,
+    kind: whole[kind] as ConfigOf<S>,
+  };
 }
 
 export function parseSandboxerConfig<S extends ConfigSchema>(

@@ -3,10 +3,9 @@
 import * as fs from 'node:fs/promises';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { TtrpcServer, type ServerOptions, type StreamHandler, type StreamKind, type UnaryHandler } from '@kuasar/ttrpc';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { SandboxController } from './controller';
+import type { CallApi, CallObserver } from './call-observer';
 import { ConfigError, StatusCode, messageOf, statusCodeOf } from './errors';
 import type { SandboxState } from './sandbox';
 import { bindPrivate, prepareSocketPath } from './socket';
@@ -32,22 +31,11 @@ const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5
 // Wait blocks until the sandbox or process exits: its "latency" is a lifetime, which would drown every bucket.
 const UNTIMED_METHODS = new Set(['Wait']);
 
-const CONTROLLER_METHODS = {
-  create: 'Create',
-  start: 'Start',
-  platform: 'Platform',
-  stop: 'Stop',
-  wait: 'Wait',
-  status: 'Status',
-  shutdown: 'Shutdown',
-  metrics: 'Metrics',
-  update: 'Update',
-} as const;
 
 const STATES: readonly SandboxState[] = ['created', 'ready', 'stopped'];
 
 /** The metric families of one sandboxer, in their own registry (labelled with the sandboxer's kind). */
-export class SandboxerMetrics {
+export class SandboxerMetrics implements CallObserver {
   readonly registry = new Registry();
   private readonly controllerLatency: Histogram<'method' | 'code'>;
   private readonly taskLatency: Histogram<'method' | 'code'>;
@@ -100,33 +88,8 @@ export class SandboxerMetrics {
     (api === 'controller' ? this.controllerLatency : this.taskLatency).observe({ method, code }, seconds);
   }
 
-  /**
-   * Times every Controller call. The gRPC server calls these methods on this object by name for each request, so
-   * wrapping them here covers every call without the server knowing about metrics.
-   */
-  instrumentController(controller: SandboxController): void {
-    const target = controller as unknown as Record<string, (...args: unknown[]) => unknown>;
-    for (const [key, method] of Object.entries(CONTROLLER_METHODS)) {
-      const original = target[key]!.bind(controller);
-      target[key] = (...args: unknown[]) => this.timed('controller', method, () => original(...args));
-    }
-  }
-
-  /** A ttrpc server whose every registered handler (the task service's, registered later) is timed. */
-  createTtrpcServer(options: ServerOptions): TtrpcServer {
-    // eslint-disable-next-line @typescript-eslint/no-this-alias
-    const metrics = this;
-    return new (class extends TtrpcServer {
-      override register(service: string, method: string, handler: UnaryHandler): this {
-        return super.register(service, method, (payload, ctx) => metrics.timed('task', method, () => handler(payload, ctx)));
-      }
-      override registerStream(service: string, method: string, kind: StreamKind, handler: StreamHandler): this {
-        return super.registerStream(service, method, kind, (stream, ctx) => metrics.timed('task', method, () => handler(stream, ctx)));
-      }
-    })(options);
-  }
-
-  private timed<T>(api: 'controller' | 'task', method: string, call: () => T): T {
+  /** CallObserver: times the call and counts its error, if any. */
+  around<T>(api: CallApi, method: string, call: () => T): T {
     const start = process.hrtime.bigint();
     let result: T;
     try {
