@@ -4,6 +4,10 @@ export type { BenchMode, BenchResults, BenchSizes, MemoryLevel, Pair, Progress }
 export { BareRuntimeError, bareRuntimeSamples, busyboxBundle } from './bare-oci';
 export { CHURN_SIZES, churnFailures, churnSummary, runChurn } from './reliability';
 export type { ChurnOptions, ChurnReport } from './reliability';
+export { FUZZ_SIZES, fuzzDecoders, fuzzWire, mutate, prng, requestDecoders } from './reliability-fuzz';
+export type { DecoderFuzzReport, DecoderTarget, Rng, WireFuzzReport } from './reliability-fuzz';
+export { GRPC_CODES, NAMESPACE, SandboxerTarget, TASK_V2, TASK_V3, podContainerBundle, podOptions } from './reliability-target';
+export type { TargetOptions, WireResult } from './reliability-target';
 export { BENCH_BEGIN, BENCH_END, markdownTable, plots, ratioLines, ratioRows, replaceBlock, runContext, updateDocs, writeResults } from './report';
 export type { RatioRow, Written } from './report';
 export { SANDBOXER_ROWS } from './rows';

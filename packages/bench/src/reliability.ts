@@ -1,11 +1,11 @@
 // Churn with crashes: K pods created and removed continuously through containerd 2.1's CRI while the sandboxer is
 // SIGKILLed at random moments and started again on the same state dir. Afterwards every pod must be gone through its
 // own removal, every container exit reported with its code, and nothing left behind.
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes, randomInt } from 'node:crypto';
 import { cri } from '@kuasar/api';
-import { fdCount, leftoverCgroups, leftoverMounts, leftoverProcesses, leftoverSockets, leftoverStateDirs } from '@kuasar/e2e';
+import { REPO_ROOT, shimEnv, fdCount, leftoverCgroups, leftoverMounts, leftoverProcesses, leftoverSockets, leftoverStateDirs } from '@kuasar/e2e';
 import { BUSYBOX_IMAGE, CriError, processesMentioning } from '@kuasar/testkit';
 import { BenchStack, KUASAR_HANDLER, sleep, type BenchStackOptions } from './stack';
 
@@ -18,6 +18,8 @@ export interface ChurnOptions {
   killEveryMs: [number, number];
   /** How long the sandboxer stays dead: [min, max] ms. */
   downMs: [number, number];
+  /** containerd itself is killed (SIGKILL) and restarted this many times, at random moments of the churn. */
+  containerdRestarts?: number;
   /** How long one CRI step may keep failing (sandboxer down, recovering) before the pod counts as stuck. */
   stepDeadlineMs: number;
   progress?: (msg: string) => void;
@@ -29,13 +31,15 @@ export interface ChurnOptions {
 }
 
 export const CHURN_SIZES: Record<'quick' | 'full', Omit<ChurnOptions, 'progress' | 'stack'>> = {
-  quick: { pods: 5, durationMs: 60_000, killEveryMs: [4_000, 12_000], downMs: [0, 1_500], stepDeadlineMs: 60_000 },
-  full: { pods: 20, durationMs: 600_000, killEveryMs: [5_000, 30_000], downMs: [0, 3_000], stepDeadlineMs: 90_000 },
+  quick: { pods: 5, durationMs: 60_000, killEveryMs: [4_000, 12_000], downMs: [0, 1_500], containerdRestarts: 1, stepDeadlineMs: 60_000 },
+  full: { pods: 20, durationMs: 600_000, killEveryMs: [5_000, 30_000], downMs: [0, 3_000], containerdRestarts: 3, stepDeadlineMs: 90_000 },
 };
 
 export interface ChurnReport {
   durationMs: number;
   kills: number;
+  /** containerd kill -9 + restarts done in the middle of the load */
+  containerdRestarts: number;
   cycles: number;
   podsCreated: number;
   podsRemoved: number;
@@ -43,10 +47,23 @@ export interface ChurnReport {
   podsLost: string[];
   /** Pods or containers whose step never succeeded within stepDeadlineMs: `<pod> <step>: <last error>`. */
   podsStuck: string[];
-  /** Pods CRI still lists at the end (a failed RunPodSandbox that left one behind counts here). */
+  /**
+   * Pods of a RunPodSandbox attempt that failed (a crash interrupted it) which CRI still listed NOTREADY at the end;
+   * removed then, as kubelet's sandbox garbage collection does. Their removal must succeed and leave nothing.
+   */
+  podsCollected: string[];
+  /** Pods CRI still lists at the end that nobody may remove (not a failed attempt's), or whose removal failed. */
   podsListedAtEnd: string[];
   containersListedAtEnd: string[];
   exitsReported: number;
+  /**
+   * Containers that exited while no sandboxer (or no containerd) was running, from just before a kill -9 until the
+   * successor answered, and are reported with 255: nobody could read or record their status, the documented restart
+   * contract (docs/operations.md). An exit after the restart must keep its real code.
+   */
+  exitsWhileDown: string[];
+  /** Of exitsReported: containers started before a kill -9 that exited after the restart (re-adopted, real code). */
+  exitsReadopted: number;
   /** Containers that ended with another exit code than the one they exited with / were killed with. */
   exitsWrong: string[];
   /**
@@ -85,16 +102,29 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
   const stack = await BenchStack.start({ logLevel: 'debug', ...o.stack });
   const sbLogStart = stack.sb.rawLogs().length;
   const report: ChurnReport = {
-    durationMs: 0, kills: 0, cycles: 0, podsCreated: 0, podsRemoved: 0, podsLost: [], podsStuck: [], podsListedAtEnd: [],
-    containersListedAtEnd: [], exitsReported: 0, exitsWrong: [], startErrors: [], transientErrors: {}, transientSamples: [],
+    durationMs: 0, kills: 0, containerdRestarts: 0, cycles: 0, podsCreated: 0, podsRemoved: 0, podsLost: [], podsStuck: [], podsCollected: [], podsListedAtEnd: [],
+    containersListedAtEnd: [], exitsReported: 0, exitsWhileDown: [], exitsReadopted: 0, exitsWrong: [], startErrors: [], transientErrors: {}, transientSamples: [],
     leaks: { mounts: [], processes: [], cgroups: [], stateDirs: [], sockets: [], shims: [] }, relayFds: undefined, sandboxerErrors: [],
   };
   const ids: string[] = [];
+  /** names of RunPodSandbox attempts that did not return a pod id */
+  const failedAttempts = new Set<string>();
   const relayStart = stack.sb.relayPid();
   const relayFdsStart = relayStart === undefined ? undefined : fdCount(relayStart);
   const t0 = Date.now();
   const end = t0 + o.durationMs;
   let restarting: Promise<void> = Promise.resolve();
+  let ctrdRestarting: Promise<void> = Promise.resolve();
+  /**
+   * [kill -9 sent, successor answering] per kill of the sandboxer or of containerd; an open one ends at Infinity.
+   * An exit containerd received but had not recorded when it was killed is reported 255 after its restart, as with
+   * its own runc-v2 shims (the task was already deleted): the same contract as a sandboxer crash.
+   */
+  const downs: { from: number; to: number }[] = [];
+  // The old sandboxer may have taken an exit without passing it on (or persisting it) when it was killed.
+  const DOWN_MARGIN_MS = 1000;
+  const wasDown = (from: number, to: number): boolean => downs.some((d) => from <= d.to && to >= d.from - DOWN_MARGIN_MS);
+  const readopted = (startedAt: number, exitedAt: number): boolean => downs.some((d) => startedAt < d.from && exitedAt > d.to);
 
   /** Runs a CRI step until it succeeds; each failure is counted as transient until the deadline. */
   async function step<T>(what: string, fn: () => Promise<T>, done?: (err: unknown) => T | undefined): Promise<T> {
@@ -109,6 +139,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
         if (report.transientSamples.length < 20) report.transientSamples.push(`${what}: ${(err as Error).message.split('\n')[0]!.slice(0, 200)}`);
         if (Date.now() > deadline) throw new StepTimeout(`${what}: ${(err as Error).message.split('\n')[0]}`);
         await restarting;
+        await ctrdRestarting;
         await sleep(200);
       }
     }
@@ -118,8 +149,10 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     // Half the containers exit by themselves with a chosen code; the others run until StopPodSandbox kills them.
     const selfExit = n % 2 === 0;
     const code = randomInt(1, 120);
-    const command = selfExit ? ['sh', '-c', `sleep ${(randomInt(0, 2000) / 1000).toFixed(3)}; exit ${code}`] : ['sleep', '3600'];
     const logDirectory = stack.logDir();
+    const marker = path.join(logDirectory, 'exit');
+    // A self-exiting container touches a host-visible file just before it exits: its mtime says when the exit was.
+    const command = selfExit ? ['sh', '-c', `sleep ${(randomInt(0, 4000) / 1000).toFixed(3)}; touch /marker/exit; exit ${code}`] : ['sleep', '3600'];
     const uid = randomBytes(6).toString('hex');
     let attempt = 0;
     const podConfig = (): cri.PodSandboxConfig => cri.PodSandboxConfig.fromPartial({
@@ -129,10 +162,14 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       linux: { securityContext: { namespaceOptions: { network: cri.NamespaceMode.NODE, pid: cri.NamespaceMode.CONTAINER, ipc: cri.NamespaceMode.POD } } },
     });
     let cfg = podConfig();
-    const podId = await step('RunPodSandbox', () => {
+    const podId = await step('RunPodSandbox', async () => {
       attempt++;
       cfg = podConfig();
-      return stack.client.runPodSandbox(cfg, KUASAR_HANDLER);
+      const name = cfg.metadata!.name;
+      failedAttempts.add(name);
+      const id = await stack.client.runPodSandbox(cfg, KUASAR_HANDLER);
+      failedAttempts.delete(name);
+      return id;
     });
     ids.push(podId);
     report.podsCreated++;
@@ -153,6 +190,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       let cattempt = 0;
       const containerId = await step('CreateContainer', () => stack.client.createContainer(podId, {
         metadata: { name: 'main', attempt: cattempt++ }, image: { image: BUSYBOX_IMAGE }, command, logPath: `main-${cattempt}.log`,
+        mounts: [{ containerPath: '/marker', hostPath: logDirectory }],
         linux: { securityContext: { namespaceOptions: { network: cri.NamespaceMode.NODE, pid: cri.NamespaceMode.CONTAINER, ipc: cri.NamespaceMode.POD } } },
       }, cfg), lost);
       ids.push(containerId);
@@ -163,16 +201,18 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
           await stack.client.startContainer(containerId);
         } catch (err) {
           lost(err);
-          // CRI moves a container whose start failed to EXITED (StartError); a start whose reply was lost leaves it
-          // RUNNING or EXITED with its own code. Either way it is no longer startable.
+          // CRI moves a container whose start failed to EXITED (StartError); a start whose reply was lost (a retry
+          // then finds it RUNNING) took effect: it is RUNNING or EXITED with its own code, and checked like any other.
           const st = await stack.client.containerStatus(containerId).catch(() => undefined);
-          if (st && st.state !== cri.ContainerState.CONTAINER_CREATED && st.state !== cri.ContainerState.CONTAINER_UNKNOWN) {
+          if (st?.state === cri.ContainerState.CONTAINER_EXITED && st.reason === 'StartError') {
             startFailed = (err as Error).message.split('\n')[0]!.slice(0, 200);
             return;
           }
+          if (st?.state === cri.ContainerState.CONTAINER_RUNNING || st?.state === cri.ContainerState.CONTAINER_EXITED) return;
           throw err;
         }
       });
+      const startedAt = Date.now();
       const startError = async (): Promise<boolean> => {
         if (startFailed === undefined) return false;
         const st = await step('ContainerStatus', () => stack.client.containerStatus(containerId));
@@ -187,16 +227,25 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
           if (s.state !== cri.ContainerState.CONTAINER_EXITED) throw new Error(`container ${containerId} is ${cri.containerStateToJSON(s.state)}`);
           return s;
         });
-        if (st.exitCode === code) report.exitsReported++;
-        else report.exitsWrong.push(`${containerId}: exited with ${st.exitCode}, expected ${code} (reason ${st.reason || '-'})`);
+        const exitedAt = ((): number | undefined => { try { return statSync(marker).mtimeMs; } catch { return undefined; } })();
+        if (st.exitCode === code) {
+          report.exitsReported++;
+          if (exitedAt !== undefined && readopted(startedAt, exitedAt)) report.exitsReadopted++;
+        } else if (st.exitCode === 255 && exitedAt !== undefined && wasDown(exitedAt, exitedAt)) report.exitsWhileDown.push(`${containerId}: exit ${code} while the sandboxer was down`);
+        else report.exitsWrong.push(`${containerId}: exited with ${st.exitCode}, expected ${code} (reason ${st.reason || '-'}; ${exitedAt === undefined ? 'no exit marker' : `exited ${Math.round(exitedAt - t0)} ms in, sandboxer down ${downs.map((d) => `${Math.round(d.from - t0)}-${Math.round(d.to - t0)}`).join(',')}`})`);
       }
       where = 'StopPodSandbox';
+      const stopFrom = Date.now();
       await step('StopPodSandbox', () => stack.client.stopPodSandbox(podId), lost);
+      const stopTo = Date.now();
       if (!selfExit && !(await startError())) {
         where = 'ContainerStatus after stop';
         const st = await step('ContainerStatus', () => stack.client.containerStatus(containerId));
         // StopPodSandbox stops containers with no grace: SIGKILL.
-        if (st.state === cri.ContainerState.CONTAINER_EXITED && st.exitCode === 137) report.exitsReported++;
+        if (st.state === cri.ContainerState.CONTAINER_EXITED && st.exitCode === 137) {
+          report.exitsReported++;
+          if (readopted(startedAt, stopFrom)) report.exitsReadopted++;
+        } else if (st.state === cri.ContainerState.CONTAINER_EXITED && st.exitCode === 255 && wasDown(stopFrom, stopTo)) report.exitsWhileDown.push(`${containerId}: killed by StopPodSandbox while the sandboxer was down`);
         else report.exitsWrong.push(`${containerId}: ${cri.containerStateToJSON(st.state)} with ${st.exitCode} after StopPodSandbox, expected EXITED 137`);
       }
       where = 'RemovePodSandbox';
@@ -231,12 +280,38 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       if (o.signal?.aborted) return;
       let release!: () => void;
       restarting = new Promise((r) => { release = r; });
+      const down = { from: Date.now(), to: Infinity };
+      downs.push(down);
       try {
         await stack.sb.kill('SIGKILL');
         report.kills++;
         progress(`kill -9 #${report.kills} of the sandboxer (${report.cycles} cycles so far)`);
         await sleep(randomInt(o.downMs[0], o.downMs[1] + 1));
         await stack.sb.restart();
+        down.to = Date.now();
+      } finally {
+        release();
+      }
+    }
+  }
+
+  /** containerd restarts at random moments spread over the run (kill -9, then the same root, state and sockets). */
+  async function containerdRestarter(): Promise<void> {
+    const n = o.containerdRestarts ?? 0;
+    for (let i = 0; i < n; i++) {
+      const at = t0 + ((i + 0.2 + Math.random() * 0.6) / n) * o.durationMs;
+      await sleep(Math.max(0, at - Date.now()));
+      if (o.signal?.aborted || Date.now() >= end) return;
+      let release!: () => void;
+      ctrdRestarting = new Promise((r) => { release = r; });
+      try {
+        // as on a node, the thin shim is on containerd's PATH: 2.1 resolves each task's runtime binary on reload
+        const down = { from: Date.now(), to: Infinity };
+        downs.push(down);
+        await stack.ctrd.restart('SIGKILL', { PATH: `${shimDir()}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...shimEnv('runc', path.join(stack.sbDir, 'relay.sock')) });
+        down.to = Date.now();
+        report.containerdRestarts++;
+        progress(`containerd kill -9 + restart #${report.containerdRestarts} (${report.cycles} cycles so far)`);
       } finally {
         release();
       }
@@ -246,14 +321,29 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
   try {
     const ticker = setInterval(() => progress(`${Math.round((Date.now() - t0) / 1000)} s: ${report.cycles} cycles, ${report.podsRemoved} pods removed, ${report.kills} kills, ${report.podsStuck.length} stuck`), 10_000);
     try {
-      await Promise.all([killer(), ...Array.from({ length: o.pods }, (_, w) => worker(w))]);
+      await Promise.all([killer(), containerdRestarter(), ...Array.from({ length: o.pods }, (_, w) => worker(w))]);
     } finally {
       clearInterval(ticker);
     }
     report.durationMs = Date.now() - t0;
     if (!stack.sb.running) await stack.sb.restart();
 
-    report.podsListedAtEnd = (await stack.client.listPodSandbox()).map((p) => `${p.id} ${p.metadata?.name} ${cri.podSandboxStateToJSON(p.state)}`);
+    for (const p of await stack.client.listPodSandbox()) {
+      const what = `${p.id} ${p.metadata?.name} ${cri.podSandboxStateToJSON(p.state)}`;
+      if (!ids.includes(p.id) && failedAttempts.has(p.metadata?.name ?? '') && p.state === cri.PodSandboxState.SANDBOX_NOTREADY) {
+        ids.push(p.id);
+        try {
+          await stack.client.stopPodSandbox(p.id);
+          await stack.client.removePodSandbox(p.id);
+          report.podsCollected.push(what);
+          continue;
+        } catch (err) {
+          report.podsListedAtEnd.push(`${what}: removal failed: ${(err as Error).message.split('\n')[0]}`);
+          continue;
+        }
+      }
+      report.podsListedAtEnd.push(what);
+    }
     report.containersListedAtEnd = (await stack.client.listContainers()).map((c) => `${c.id} ${cri.containerStateToJSON(c.state)}`);
     for (const p of await stack.client.listPodSandbox()) if (!ids.includes(p.id)) ids.push(p.id);
     // Processes take a moment to be reaped after RemovePodSandbox returns.
@@ -289,17 +379,23 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
   }
 }
 
+/** Where the thin shim (also the task relay) is: KUASAR_TASK_RELAY when it names one, else the build's dist/bin. */
+function shimDir(): string {
+  const chosen = process.env.KUASAR_TASK_RELAY;
+  return chosen && path.isAbsolute(chosen) ? path.dirname(chosen) : path.join(REPO_ROOT, 'dist/bin');
+}
+
 /** Human summary of a report (also the "counts" the issue asks for). */
 export function churnSummary(r: ChurnReport): string {
   const leakCounts = Object.entries(r.leaks).map(([k, v]) => `${k} ${v.length}`).join(', ');
   const transient = Object.entries(r.transientErrors).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
   return [
-    `churn: ${(r.durationMs / 1000).toFixed(0)} s, ${r.kills} sandboxer kill -9 + restart, ${r.cycles} pod cycles`,
-    `pods: ${r.podsCreated} created, ${r.podsRemoved} removed cleanly, ${r.podsLost.length} lost, ${r.podsStuck.length} stuck, ${r.podsListedAtEnd.length} still listed (containers listed: ${r.containersListedAtEnd.length})`,
-    `container exits: ${r.exitsReported} reported with the right code, ${r.startErrors.length} StartError after a crash during StartContainer, ${r.exitsWrong.length} wrong or missing`,
+    `churn: ${(r.durationMs / 1000).toFixed(0)} s, ${r.kills} sandboxer kill -9 + restart, ${r.containerdRestarts} containerd kill -9 + restart, ${r.cycles} pod cycles`,
+    `pods: ${r.podsCreated} created, ${r.podsRemoved} removed cleanly, ${r.podsLost.length} lost, ${r.podsStuck.length} stuck, ${r.podsCollected.length} left NOTREADY by an interrupted RunPodSandbox and garbage-collected, ${r.podsListedAtEnd.length} still listed (containers listed: ${r.containersListedAtEnd.length})`,
+    `container exits: ${r.exitsReported} reported with the right code (${r.exitsReadopted} of them re-adopted across a restart), ${r.exitsWhileDown.length} while the sandboxer was down (255, documented), ${r.startErrors.length} StartError after a crash during StartContainer, ${r.exitsWrong.length} wrong or missing`,
     `leaks: ${leakCounts}${r.relayFds ? `; task relay fds ${r.relayFds.start} → ${r.relayFds.end}` : ''}`,
     `retried errors: ${transient}; sandboxer error log lines: ${r.sandboxerErrors.length}`,
-    ...[...r.podsLost.map((x) => `LOST ${x}`), ...r.podsStuck.map((x) => `STUCK ${x}`), ...r.exitsWrong.map((x) => `EXIT ${x}`), ...r.podsListedAtEnd.map((x) => `LISTED ${x}`)].slice(0, 40),
+    ...[...r.podsLost.map((x) => `LOST ${x}`), ...r.exitsWhileDown.slice(0, 5).map((x) => `DOWN ${x}`), ...r.podsStuck.map((x) => `STUCK ${x}`), ...r.exitsWrong.map((x) => `EXIT ${x}`), ...r.podsListedAtEnd.map((x) => `LISTED ${x}`)].slice(0, 40),
     ...Object.entries(r.leaks).flatMap(([k, v]) => (v as unknown[]).slice(0, 10).map((x) => `LEAK ${k}: ${String(x)}`)),
     ...(r.artifacts ? [`logs and report kept in ${r.artifacts}`] : []),
   ].join('\n');

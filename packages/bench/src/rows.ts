@@ -5,6 +5,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { REPO_ROOT } from '@kuasar/e2e';
 import type { RatioRow } from './report';
+import { quarkRowSkipReason, runQuarkRow } from './quark-row';
+import { runWasmRow, wasmRowSkipReason } from './wasm-row';
 
 export interface SandboxerRow {
   /** e.g. "wasm tasks/s vs runc". */
@@ -22,16 +24,14 @@ const notWired = (what: string): string => `${what}; the row's hook (packages/be
 
 export const SANDBOXER_ROWS: SandboxerRow[] = [
   {
-    name: 'wasm-sandboxer tasks/s vs runc (kuasar-wasm vs runc-v2 shim)',
-    skipReason: () => {
-      if (!existsSync(path.join(REPO_ROOT, 'dist/bin/wasm-sandboxer'))) return 'dist/bin/wasm-sandboxer is not built';
-      // The CRI path needs a wasm OCI image in testkit and a kuasar-wasm handler in the bench containerd config.
-      return notWired('no wasm OCI image in @kuasar/testkit for a CRI run (its Task-API bench: `pnpm --filter @kuasar/wasm-sandboxer bench`)');
-    },
+    name: 'wasm-sandboxer tasks/s vs runc (`ctr run --rm`: kuasar-wasm vs kuasar-runc and the runc-v2 shim)',
+    skipReason: wasmRowSkipReason,
+    run: runWasmRow,
   },
   {
-    name: 'quark-sandboxer pod start vs bare runsc',
-    skipReason: () => (onPath('runsc') ? notWired('quark-sandboxer is not servable through containerd yet') : 'runsc is not on PATH'),
+    name: 'quark-sandboxer app-kernel start vs bare runsc (pod + container start to exit vs `runsc run`)',
+    skipReason: quarkRowSkipReason,
+    run: runQuarkRow,
   },
   {
     name: 'vmm-sandboxer pod start vs bare QEMU boot',

@@ -3,6 +3,7 @@ export { SysError, UnsupportedPlatformError, NativeLoadError, TimeoutError, errn
 export { KOFFI_ASSET_NAME, koffiNativePath, loadKoffi } from './koffi';
 export type { Koffi } from './koffi';
 export { setChildSubreaper, isChildSubreaper, waitPid, Reaper } from './reaper';
+export { ProcExitListener } from './proc-exit';
 export type { WaitStatus, ReaperOptions, ReaperEvents } from './reaper';
 export { ConsoleSocket, sendFd } from './console-socket';
 export { setWinsize, getWinsize, openPty } from './winsize';

@@ -8,7 +8,7 @@ import {
   OCI_LINUX_RESOURCES_TYPE_URL, OCI_PROCESS_TYPE_URL, anyTypeName, packAny, packTaskEvent, runcOptions, timestampFromDate,
   unpackAny, unpackJsonAny, type google, type task, type TaskEventTopic, type TaskEventMessage, types,
 } from '@kuasar/api';
-import { ConsoleSocket, Reaper, setChildSubreaper, setWinsize } from '@kuasar/sys';
+import { ConsoleSocket, ProcExitListener, Reaper, setChildSubreaper, setWinsize } from '@kuasar/sys';
 import type { Logger } from 'pino';
 import type { ContainerRef, Engine, EngineExit, RuntimeOptions } from './engine';
 import { Code, TtrpcError } from './errors';
@@ -28,7 +28,17 @@ export interface TaskCallContext {
 export interface TaskHooks {
   /** rewrite the OCI spec (namespaces, cgroup parent, ...) before the engine creates the container */
   prepareContainer?(req: task.CreateTaskRequest, spec: OciSpec, namespace: string): OciSpec | Promise<OciSpec>;
-  /** the container was deleted (its state is gone) */
+  /**
+   * the container was created (its init exists, not yet started); awaited before Create returns. An error is
+   * logged, never fails the Create.
+   */
+  containerCreated?(c: ContainerRef, init: { pid: number; spec: OciSpec }): void | Promise<void>;
+  /** the container's init exited; called after TaskExit is published, errors are logged */
+  containerExited?(c: ContainerRef, exit: { exitStatus: number; exitedAt: Date }): void | Promise<void>;
+  /**
+   * the container was deleted (its state is gone), or its Create failed after prepareContainer ran (so whatever
+   * that hook set up for it can go)
+   */
   containerRemoved?(id: string, namespace: string): void | Promise<void>;
   /** Shutdown arrived while no task is left; a resident sandboxer must NOT exit here */
   onShutdown?(): void | Promise<void>;
@@ -182,6 +192,8 @@ export class TaskService {
   private readonly creating = new Set<string>();
   private readonly byPid = new Map<number, { c: Container; p: TaskProcess }>();
   private readonly reaper: Reaper | undefined;
+  /** exits of re-adopted processes (no longer our children), from the kernel's proc connector; open while any is */
+  private exitListener: ProcExitListener | undefined;
   private readonly oomTimer: NodeJS.Timeout | undefined;
   private readonly sweepTimer: NodeJS.Timeout | undefined;
   /** zombie children seen by the previous orphan sweep */
@@ -205,8 +217,10 @@ export class TaskService {
       this.reaper = new Reaper();
       this.reaper.on('exit', (pid, status) => this.onPidExit(pid, status));
       this.reaper.on('lost', (pid) => {
-        this.logger.warn({ pid }, 'tracked process vanished without an exit status; reporting 255');
-        this.onPidExit(pid, 255);
+        // not our child (re-adopted after a restart): the kernel's exit event may still have its status
+        const seen = this.exitListener?.take(pid);
+        if (!seen) this.logger.warn({ pid }, 'tracked process vanished without an exit status; reporting 255');
+        this.onPidExit(pid, seen?.status ?? 255);
       });
       this.reaper.on('error', (err) => this.logger.error({ err: err.message }, 'reaper error'));
     }
@@ -298,6 +312,7 @@ export class TaskService {
     let console: ConsoleSocket | undefined;
     let consoleDir: string | undefined;
     let created = false;
+    let prepared = false;
     try {
       // provisional record first: a sandboxer killed from here on leaves what recover() needs to undo this Create
       // (the mount targets are recorded before mounting; unmounting one that is not mounted is a no-op)
@@ -307,10 +322,11 @@ export class TaskService {
       });
       if (req.rootfs.length > 0) mounts = mountRootfs(req.rootfs, join(bundle, 'rootfs'));
       if (this.hooks.prepareContainer) {
+        prepared = true;
         // the hook may edit its argument in place or return a new spec: compare with what is on disk
-        const prepared = await this.hooks.prepareContainer(req, structuredClone(spec), ns);
-        if (JSON.stringify(prepared) !== JSON.stringify(spec)) writeFileAtomic(configPath, JSON.stringify(prepared));
-        spec = prepared;
+        const out = await this.hooks.prepareContainer(req, structuredClone(spec), ns);
+        if (JSON.stringify(out) !== JSON.stringify(spec)) writeFileAtomic(configPath, JSON.stringify(out));
+        spec = out;
       }
       if (req.terminal) ({ console, dir: consoleDir } = openConsoleSocket());
       init.io = await ProcessIO.open(stdio, {
@@ -335,6 +351,7 @@ export class TaskService {
         io: { stdin: req.stdin, stdout: req.stdout, stderr: req.stderr, terminal: req.terminal },
       });
       log.info({ pid }, 'container created');
+      await this.callHook('containerCreated', id, () => this.hooks.containerCreated?.(ref, { pid, spec }));
       return { pid };
     } catch (err) {
       init.io?.close();
@@ -342,6 +359,7 @@ export class TaskService {
       unmountAll(mounts);
       this.store.remove(ns, id);
       log.warn({ err: (err as Error).message }, 'create failed');
+      if (prepared) await this.callHook('containerRemoved', id, () => this.hooks.containerRemoved?.(id, ns));
       throw err;
     } finally {
       console?.close();
@@ -514,11 +532,7 @@ export class TaskService {
       containerId: c.ref.id, pid: init.pid, exitStatus: exit.status, exitedAt: timestampFromDate(exit.at), id: c.ref.id,
     });
     this.logger.info({ namespace: c.ref.namespace, id: c.ref.id }, 'container deleted');
-    try {
-      await this.hooks.containerRemoved?.(c.ref.id, c.ref.namespace);
-    } catch (err) {
-      this.logger.warn({ id: c.ref.id, err: (err as Error).message }, 'containerRemoved hook failed');
-    }
+    await this.callHook('containerRemoved', c.ref.id, () => this.hooks.containerRemoved?.(c.ref.id, c.ref.namespace));
     return { pid: init.pid, exitStatus: exit.status, exitedAt: timestampFromDate(exit.at) };
   }
 
@@ -665,6 +679,10 @@ export class TaskService {
 
   /** Record an exit and publish TaskExit — after TaskStart, and for the init after every exec's exit. */
   private async processExited(c: Container, p: TaskProcess, status: number, at = new Date()): Promise<void> {
+    if (this.exitListener && p.pid > 0) {
+      this.exitListener.unwatch(p.pid);
+      this.closeExitListenerIfIdle();
+    }
     if (p.starting) await p.starting;
     if (p.exit) return;
     const log = this.logger.child({ namespace: c.ref.namespace, id: c.ref.id, exec: p.execId || undefined });
@@ -692,6 +710,7 @@ export class TaskService {
       containerId: c.ref.id, id: p === c.init ? c.ref.id : p.execId, pid: p.pid, exitStatus: status, exitedAt: timestampFromDate(at),
     });
     log.info({ pid: p.pid, status }, 'process exited');
+    if (p === c.init) await this.callHook('containerExited', c.ref.id, () => this.hooks.containerExited?.(c.ref, { exitStatus: status, exitedAt: at }));
   }
 
   /**
@@ -759,8 +778,9 @@ export class TaskService {
 
   /**
    * Re-adopt the containers recorded under <stateDir>/tasks after a sandboxer restart. Their processes are no
-   * longer our children, so their exits are detected by polling /proc/<pid> (start time must match) and reported
-   * with exit status 255 because the real status is unknowable. Returns the re-adopted container ids.
+   * longer our children, so their exits are detected by polling /proc/<pid> (start time must match); the status
+   * comes from the kernel's exit event when it happened after this call began, else (it exited while no sandboxer
+   * ran, or exit events are unavailable) it is unknowable and reported as 255. Returns the re-adopted container ids.
    */
   async recover(): Promise<string[]> {
     const out: string[] = [];
@@ -773,6 +793,15 @@ export class TaskService {
       // nobody can manage this container any more (no bundle, pids or mounts known): remove it rather than leak
       // it. The engine only uses the bundle for its logs, so the task dir stands in for the unknown one.
       await this.removeLeftover({ id, namespace, bundle: this.store.dir(namespace, id) }, []);
+    }
+    if (this.reaper) {
+      // listen BEFORE checking which recorded processes are alive: an exit after that check keeps its real status
+      try {
+        this.exitListener = ProcExitListener.open();
+        for (const r of records) for (const pr of r.processes) if (pr.pid > 0 && pr.status !== 'stopped') this.exitListener.watch(pr.pid);
+      } catch (err) {
+        this.logger.warn({ err: (err as Error).message }, 'no process exit events; re-adopted processes will report exit 255');
+      }
     }
     for (const r of records) {
       const ref: ContainerRef = { id: r.id, namespace: r.namespace, bundle: r.bundle };
@@ -815,6 +844,8 @@ export class TaskService {
       for (const p of procs) {
         if (p.status === 'stopped' || (p.status === 'created' && p !== init)) continue;
         const alive = p.pid > 0 && p.startTime !== undefined && processStartTime(p.pid) === p.startTime;
+        // gone before this check: its pid may already belong to another process, whose exit must not be taken for it
+        if (!alive) this.exitListener?.unwatch(p.pid);
         if (alive && p.status === 'running') {
           p.io = ProcessIO.reattach(p.stdio, {
             dir: this.store.dir(r.namespace, r.id), name: p.execId || 'init', containerId: r.id, namespace: r.namespace, logger: log,
@@ -831,6 +862,10 @@ export class TaskService {
       this.persist(c);
       out.push(r.id);
       log.info('container re-adopted');
+    }
+    if (this.exitListener) {
+      for (const r of records) for (const pr of r.processes) if (!this.byPid.has(pr.pid)) this.exitListener.unwatch(pr.pid);
+      this.closeExitListenerIfIdle();
     }
     return out;
   }
@@ -859,13 +894,27 @@ export class TaskService {
       clearInterval(p.watcher);
       p.watcher = undefined;
       this.reaper?.check();
+      const seen = this.exitListener?.take(p.pid);
+      this.exitListener?.unwatch(p.pid);
+      this.closeExitListenerIfIdle();
       if (this.byPid.get(p.pid)?.p !== p) return; // the reaper reported it
       this.untrack(p);
-      this.logger.info({ id: c.ref.id, exec: p.execId || undefined, pid: p.pid },
-        're-adopted process exited; its exit status is unknown (not our child), reporting 255');
-      void this.processExited(c, p, 255);
+      if (seen) {
+        this.logger.info({ id: c.ref.id, exec: p.execId || undefined, pid: p.pid, status: seen.status }, 're-adopted process exited');
+      } else {
+        this.logger.info({ id: c.ref.id, exec: p.execId || undefined, pid: p.pid },
+          're-adopted process exited before this sandboxer listened; its exit status is unknown, reporting 255');
+      }
+      void this.processExited(c, p, seen?.status ?? 255);
     }, this.adoptPollMs);
     p.watcher.unref();
+  }
+
+  private closeExitListenerIfIdle(): void {
+    if (this.exitListener && this.exitListener.size === 0) {
+      this.exitListener.close();
+      this.exitListener = undefined;
+    }
   }
 
   /** Stop timers and the reaper and drop every IO handle; containers keep running (this is not a Delete). */
@@ -875,6 +924,8 @@ export class TaskService {
     if (this.oomTimer) clearInterval(this.oomTimer);
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     this.reaper?.close();
+    this.exitListener?.close();
+    this.exitListener = undefined;
     for (const c of this.containers.values()) {
       for (const p of [c.init, ...c.execs.values()]) {
         if (p.watcher) clearInterval(p.watcher);
@@ -886,6 +937,15 @@ export class TaskService {
   }
 
   // ---- helpers ------------------------------------------------------------------------------------------------------
+
+  /** Run an owner's hook: its failure is the owner's problem, never the Task API call's. */
+  private async callHook(name: string, id: string, fn: () => void | Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      this.logger.warn({ id, hook: name, err: (err as Error).message }, 'task hook failed');
+    }
+  }
 
   private publish<K extends TaskEventTopic>(c: Container, topic: K, event: TaskEventMessage<K>): void {
     try {

@@ -135,11 +135,11 @@ export class PrivateContainerd {
     return ctrd;
   }
 
-  private spawn(): void {
+  private spawn(extraEnv: NodeJS.ProcessEnv = {}): void {
     const logFd = openSync(this.logPath, 'a');
     try {
       // The shim is found on PATH: put the one from the same release first.
-      const env = { ...process.env, PATH: `${path.dirname(this.binaries.shimRuncV2)}:${process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
+      const env = { ...process.env, ...extraEnv, PATH: `${path.dirname(this.binaries.shimRuncV2)}:${extraEnv.PATH ?? process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin'}` };
       this.child = spawn(this.binaries.containerd, ['--config', this.configPath], { stdio: ['ignore', logFd, logFd], env });
     } finally {
       closeSync(logFd);
@@ -216,6 +216,22 @@ export class PrivateContainerd {
     } catch {
       return '';
     }
+  }
+
+  /**
+   * Ends the daemon with `signal` (SIGKILL: a crash) and starts it again on the same root, state and sockets, as a
+   * node's containerd restart would: tasks, shims and sandboxers keep running meanwhile. `env` is added to the
+   * restarted daemon's (e.g. a PATH with the runtime binaries a node has installed).
+   */
+  async restart(signal: NodeJS.Signals = 'SIGKILL', env: NodeJS.ProcessEnv = {}, startTimeoutMs = 30_000): Promise<void> {
+    if (this.stopped) throw new ContainerdStartError('restart: this containerd was stopped');
+    const child = this.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill(signal);
+      await this.exited;
+    }
+    this.spawn(env);
+    await this.waitReady(startTimeoutMs);
   }
 
   /**

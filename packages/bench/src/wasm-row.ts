@@ -1,0 +1,244 @@
+// The wasm-sandboxer row: hello-world tasks per second through `ctr run --rm`, against runc in the same run and the
+// same containerd. One private containerd 1.7 reaches both resident sandboxers through the thin shim
+// (containerd-shim-kuasar-{wasm,runc}-v2) and runs its stock runc-v2 shim as well:
+//   wasm-sandboxer  testkit's WASM_IMAGE, CMD ["/hello.wasm"] ("hello from wasm")
+//   runc-sandboxer  busybox `echo hello`
+//   runc-v2 shim    busybox `echo hello` (containerd's default runtime, a shim process per task)
+// Each `ctr run --rm` is a whole task life: container record, snapshot, Create, Start, output, Wait, Delete, removal.
+// Runs alternate between the three in rounds, so load from elsewhere on the machine hits them alike. Serial: one
+// task at a time; parallel: PARALLEL clients at once.
+// In the same run, the Task API without containerd: Create, Start, Wait, Delete straight on each sandboxer's task
+// socket, stdout through a FIFO and checked. That is the sandboxers' own cost per task, wasm against runc.
+import { execFileSync } from 'node:child_process';
+import { constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { task } from '@kuasar/api';
+import { TtrpcClient, createClient } from '@kuasar/ttrpc';
+import { REPO_ROOT, SandboxerProcess, buildShim, leftoverMounts, shimEnv } from '@kuasar/e2e';
+import {
+  BUSYBOX_IMAGE, PrivateContainerd, WASM_IMAGE, WASM_IMAGE_OUTPUT, busyboxImage, containerdAvailability, importImage, wasmImage,
+  wasmImageSpec,
+} from '@kuasar/testkit';
+import { busyboxBundle } from './bare-oci';
+import type { RatioRow } from './report';
+import { ratio, summarize } from './stats';
+
+export const WASM_BINARY = path.join(REPO_ROOT, 'dist/bin/wasm-sandboxer');
+export const RUNC_BINARY = path.join(REPO_ROOT, 'dist/bin/runc-sandboxer');
+const CONTAINERD = '1.7' as const;
+const NS = 'default';
+const PARALLEL = 4;
+/** the runtime name whose shim binary is containerd-shim-kuasar-<kind>-v2 (as @kuasar/shim's runtimeType) */
+const runtimeType = (kind: 'wasm' | 'runc'): string => `io.containerd.kuasar-${kind}.v2`;
+
+export class WasmRowError extends Error {
+  override readonly name = 'WasmRowError';
+}
+
+interface Runner {
+  label: string;
+  /** ctr run arguments after `--rm` */
+  args(id: string): string[];
+  expect: string;
+}
+
+const RUNNERS: Runner[] = [
+  { label: 'wasm-sandboxer (hello.wasm)', args: (id) => ['--runtime', runtimeType('wasm'), WASM_IMAGE, id], expect: WASM_IMAGE_OUTPUT['hello.wasm']!.stdout },
+  { label: 'runc-sandboxer (busybox echo)', args: (id) => ['--runtime', runtimeType('runc'), BUSYBOX_IMAGE, id, 'echo', 'hello'], expect: 'hello\n' },
+  { label: 'runc-v2 shim (busybox echo)', args: (id) => ['--runtime', 'io.containerd.runc.v2', BUSYBOX_IMAGE, id, 'echo', 'hello'], expect: 'hello\n' },
+];
+
+/** Why the row cannot run here, or undefined. */
+export function wasmRowSkipReason(): string | undefined {
+  for (const bin of [WASM_BINARY, RUNC_BINARY]) if (!existsSync(bin)) return `${path.relative(REPO_ROOT, bin)} is not built (pnpm build)`;
+  const avail = containerdAvailability(CONTAINERD);
+  return 'reason' in avail ? `containerd ${CONTAINERD}: ${avail.reason}` : undefined;
+}
+
+/** Sets process.env while fn runs: PrivateContainerd passes its environment to containerd, containerd to the shims. */
+async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
+  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, env);
+  try {
+    return await fn();
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+export interface WasmRowResults {
+  /** per runner label: wall-clock ms of each serial `ctr run --rm` */
+  serialMs: Record<string, number[]>;
+  /** per runner label: tasks/s with one client, and with PARALLEL clients */
+  serialTasksPerSec: Record<string, number>;
+  parallelTasksPerSec: Record<string, number>;
+  /** Task API straight on the sandboxers: wall-clock ms of each Create+Start+Wait+Delete */
+  taskApiMs: { wasm: number[]; runc: number[] };
+}
+
+/** A FIFO opened the way containerd's cio opens an output: read end, non-blocking, before Create. */
+function outputFifo(dir: string, name: string): { path: string; text: Promise<string> } {
+  const p = path.join(dir, name);
+  execFileSync('mkfifo', [p]);
+  const s = new net.Socket({ fd: openSync(p, constants.O_RDONLY | constants.O_NONBLOCK), readable: true, writable: false });
+  const chunks: Buffer[] = [];
+  const text = new Promise<string>((resolve) => {
+    s.on('data', (c: Buffer) => chunks.push(c));
+    s.on('end', () => resolve(Buffer.concat(chunks).toString()));
+    s.on('error', () => resolve(Buffer.concat(chunks).toString()));
+  });
+  return { path: p, text: text.finally(() => { s.destroy(); rmSync(p, { force: true }); }) };
+}
+
+/** Task-API lifecycles on one sandboxer's task socket, `runs` after 3 warm-ups; each task's stdout is checked. */
+async function taskApiSamples(socket: string, bundle: string, expect: string, runs: number, work: string): Promise<number[]> {
+  const client = await TtrpcClient.connect(socket, { metadata: { 'containerd-namespace-ttrpc': 'kbench' } });
+  const tasks = createClient(task.TaskV3Definition, client);
+  const samples: number[] = [];
+  try {
+    for (let i = -3; i < runs; i++) {
+      const id = `ta${i + 3}`;
+      const out = outputFifo(work, `${id}.out`);
+      const t0 = process.hrtime.bigint();
+      await tasks.create(task.CreateTaskRequest.fromPartial({ id, bundle, stdout: out.path }));
+      const waited = tasks.wait(task.WaitRequest.fromPartial({ id }));
+      await tasks.start(task.StartRequest.fromPartial({ id }));
+      const { exitStatus } = await waited;
+      await tasks.delete(task.DeleteRequest.fromPartial({ id }));
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      const text = await out.text;
+      if (exitStatus !== 0 || text !== expect) throw new WasmRowError(`Task API on ${socket}: exit ${exitStatus}, printed ${JSON.stringify(text)}`);
+      if (i >= 0) samples.push(ms);
+    }
+  } finally {
+    await client.close();
+  }
+  return samples;
+}
+
+/** The two bundles: hello.wasm alone, and busybox `echo hello` with runc's default spec. Reused by every task. */
+function taskApiBundles(work: string): { wasm: string; runc: string } {
+  const wasm = path.join(work, 'wasm-bundle');
+  mkdirSync(path.join(wasm, 'rootfs'), { recursive: true });
+  const hello = wasmImageSpec().entries.find((e) => e.path === 'hello.wasm');
+  if (!hello || hello.type !== 'file') throw new WasmRowError('WASM_IMAGE has no hello.wasm');
+  writeFileSync(path.join(wasm, 'rootfs', 'hello.wasm'), hello.content);
+  writeFileSync(path.join(wasm, 'config.json'), JSON.stringify({
+    ociVersion: '1.1.0', root: { path: 'rootfs' }, mounts: [],
+    process: { terminal: false, args: ['/hello.wasm'], env: ['PATH=/bin'], cwd: '/' }, linux: { namespaces: [{ type: 'pid' }] },
+  }));
+  const runc = busyboxBundle(work);
+  symlinkSync('busybox', path.join(runc, 'rootfs', 'bin', 'echo'));
+  const spec = JSON.parse(readFileSync(path.join(runc, 'config.json'), 'utf8')) as { process: { args: string[] } };
+  spec.process.args = ['/bin/echo', 'hello'];
+  writeFileSync(path.join(runc, 'config.json'), JSON.stringify(spec));
+  return { wasm, runc };
+}
+
+/** Measures the three runners; `runs` tasks per runner and mode. */
+export async function measureWasmTasks(runs: number, progress: (msg: string) => void): Promise<WasmRowResults> {
+  const reason = wasmRowSkipReason();
+  if (reason) throw new WasmRowError(reason);
+  const base = mkdtempSync('/tmp/kbwasm-'); // short: socket paths must fit a unix socket address
+  const binDir = buildShim(path.join(base, 'bin'));
+  const dirs = { wasm: path.join(base, 'wasm'), runc: path.join(base, 'runc') };
+  const sandboxers: SandboxerProcess[] = [];
+  let ctrd: PrivateContainerd | undefined;
+  try {
+    const env = { PATH: `${binDir}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...shimEnv('wasm', path.join(dirs.wasm, 'task.sock')), ...shimEnv('runc', path.join(dirs.runc, 'task.sock')) };
+    ctrd = await withEnv(env, () => PrivateContainerd.start({ version: CONTAINERD }));
+    for (const [kind, bin] of [['wasm', WASM_BINARY], ['runc', RUNC_BINARY]] as const) {
+      mkdirSync(dirs[kind], { recursive: true });
+      sandboxers.push(await SandboxerProcess.start({
+        kind, command: [bin], listen: path.join(base, `${kind}.sock`), dir: dirs[kind], ttrpcAddress: ctrd.ttrpcAddress,
+        logPath: path.join(base, `${kind}.log`), logLevel: 'warn',
+        // the task relay keeps containerd's connections across sandboxer restarts; none happen here
+        env: { KUASAR_TASK_RELAY: '0' },
+      }));
+    }
+    for (const img of [wasmImage(), busyboxImage()]) await importImage(ctrd, img.tarPath, { namespace: NS });
+
+    let seq = 0;
+    const c = ctrd;
+    const once = async (r: Runner): Promise<number> => {
+      const id = `bw${seq++}`;
+      const t0 = process.hrtime.bigint();
+      const { stdout } = await c.ctr(['run', '--rm', ...r.args(id)], { namespace: NS, timeoutMs: 60_000 });
+      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (stdout !== r.expect) throw new WasmRowError(`${r.label}: ctr run printed ${JSON.stringify(stdout)}, expected ${JSON.stringify(r.expect)}`);
+      return ms;
+    };
+    progress('wasm row: warm-up (images, compiled module, shims)');
+    for (const r of RUNNERS) for (let i = 0; i < 3; i++) await once(r);
+
+    const serialMs: Record<string, number[]> = Object.fromEntries(RUNNERS.map((r) => [r.label, []]));
+    const parallelWall: Record<string, number> = Object.fromEntries(RUNNERS.map((r) => [r.label, 0]));
+    const parallelDone: Record<string, number> = Object.fromEntries(RUNNERS.map((r) => [r.label, 0]));
+    const round = Math.max(1, Math.min(10, Math.floor(runs / 4)));
+    for (let done = 0; done < runs; done += round) {
+      const n = Math.min(round, runs - done);
+      progress(`wasm row: ${done}/${runs} tasks per runner`);
+      for (const r of RUNNERS) for (let i = 0; i < n; i++) serialMs[r.label]!.push(await once(r));
+      for (const r of RUNNERS) {
+        // PARALLEL clients share n tasks
+        let left = n;
+        const t0 = process.hrtime.bigint();
+        await Promise.all(Array.from({ length: PARALLEL }, async () => {
+          while (left > 0) {
+            left--;
+            await once(r);
+          }
+        }));
+        parallelWall[r.label]! += Number(process.hrtime.bigint() - t0) / 1e6;
+        parallelDone[r.label]! += n;
+      }
+    }
+    progress(`wasm row: Task API, ${runs} tasks per sandboxer`);
+    const work = mkdtempSync(path.join(base, 'ta-'));
+    const bundles = taskApiBundles(work);
+    const taskApiMs = {
+      wasm: await taskApiSamples(path.join(dirs.wasm, 'task.sock'), bundles.wasm, WASM_IMAGE_OUTPUT['hello.wasm']!.stdout, runs, work),
+      runc: await taskApiSamples(path.join(dirs.runc, 'task.sock'), bundles.runc, 'hello\n', runs, work),
+    };
+    const perSec = (count: number, ms: number): number => (count * 1000) / ms;
+    return {
+      taskApiMs,
+      serialMs,
+      serialTasksPerSec: Object.fromEntries(RUNNERS.map((r) => [r.label, perSec(serialMs[r.label]!.length, serialMs[r.label]!.reduce((a, b) => a + b, 0))])),
+      parallelTasksPerSec: Object.fromEntries(RUNNERS.map((r) => [r.label, perSec(parallelDone[r.label]!, parallelWall[r.label]!)])),
+    };
+  } finally {
+    await ctrd?.stop();
+    for (const sb of sandboxers) await sb.stopAll();
+    if (leftoverMounts([base], []).length === 0) rmSync(base, { recursive: true, force: true });
+  }
+}
+
+/** The ratio rows: wasm against each runc anchor, serial and parallel tasks/s, and the p50 of one `ctr run --rm`. */
+export function wasmRatioRows(r: WasmRowResults): RatioRow[] {
+  const [wasm, ...anchors] = RUNNERS.map((x) => x.label) as [string, ...string[]];
+  const rows: RatioRow[] = [];
+  const add = (figure: string, anchor: string, anchorValue: number, oursValue: number, unit: string): void => {
+    rows.push({ figure, anchor, anchorValue, ours: wasm, oursValue, unit, ratio: ratio(oursValue, anchorValue) });
+  };
+  const n = r.serialMs[wasm]!.length;
+  for (const a of anchors) {
+    add(`hello-world tasks/s, \`ctr run --rm\` serial (N=${n})`, a, r.serialTasksPerSec[a]!, r.serialTasksPerSec[wasm]!, 'tasks/s');
+    add(`hello-world tasks/s, \`ctr run --rm\` ${PARALLEL} clients (N=${n})`, a, r.parallelTasksPerSec[a]!, r.parallelTasksPerSec[wasm]!, 'tasks/s');
+    add(`p50 \`ctr run --rm\` of one hello-world task (N=${n})`, a, summarize(r.serialMs[a]!).p50, summarize(r.serialMs[wasm]!).p50, 'ms');
+  }
+  const sum = (xs: number[]): number => xs.reduce((x, y) => x + y, 0);
+  const taskApiAnchor = 'runc-sandboxer (busybox echo, Task API)';
+  add(`hello-world tasks/s, Task API Create+Start+Wait+Delete serial (N=${r.taskApiMs.wasm.length})`, taskApiAnchor,
+    (r.taskApiMs.runc.length * 1000) / sum(r.taskApiMs.runc), (r.taskApiMs.wasm.length * 1000) / sum(r.taskApiMs.wasm), 'tasks/s');
+  return rows;
+}
+
+/** The SandboxerRow hook: quick 20 tasks per runner and mode, full 100. */
+export async function runWasmRow(mode: 'quick' | 'full', progress: (msg: string) => void): Promise<RatioRow[]> {
+  return wasmRatioRows(await measureWasmTasks(mode === 'quick' ? 20 : 100, progress));
+}
