@@ -33,7 +33,8 @@ describe.each(['runc', 'crun'])('TaskService over ttrpc with %s', (runtime) => {
   afterAll(async () => {
     const left = runtimeList(runtime, h.runtimeRoot);
     const size = h.service.size;
-    const records = readdirSync(join(h.stateDir, 'tasks'));
+    // dot names are the store's own (the spare task dir, removed records still being deleted)
+    const records = readdirSync(join(h.stateDir, 'tasks')).filter((n) => !n.startsWith('.'));
     // clean up before asserting, so a failure cannot leave containers or open FIFOs behind
     for (const id of left) execFileSync(runtime, ['--root', join(h.runtimeRoot, 'k8s.io'), 'delete', '--force', id]);
     await h.close();
@@ -362,5 +363,47 @@ test('prepareContainer rewrites the spec the runtime runs; containerRemoved foll
     await h.close();
     b.remove();
     f.close();
+  }
+});
+
+test('lifecycle hooks: containerCreated with the pid and spec, containerExited for the init only, containerRemoved after a failed Create', async () => {
+  const calls: string[] = [];
+  const h = await startHarness({
+    hooks: {
+      prepareContainer: (req, spec) => {
+        if (req.id === 'bad') throw new Error('refused by the owner');
+        return spec;
+      },
+      containerCreated: (c, init) => void calls.push(`created ${c.namespace}/${c.id} ${init.pid > 0} ${init.spec.process?.args?.[0]}`),
+      containerExited: (c, exit) => void calls.push(`exited ${c.id} ${exit.exitStatus} ${exit.exitedAt instanceof Date}`),
+      containerRemoved: (id, ns) => void calls.push(`removed ${ns}/${id}`),
+    },
+  });
+  const b = createBusyboxBundle({ args: ['sh', '-c', 'exit 4'] });
+  const sleeper = createBusyboxBundle({ args: ['sleep', '1000'] });
+  try {
+    const { pid } = await h.tasks.create({ id: 'hk', bundle: b.path });
+    expect(calls).toEqual(['created k8s.io/hk true sh']);
+    expect(pid).toBeGreaterThan(0);
+    await h.tasks.create({ id: 'ex', bundle: sleeper.path });
+    await h.tasks.start({ id: 'ex' });
+    await h.tasks.exec({ id: 'ex', execId: 'e1', spec: proc(['true']) });
+    await h.tasks.start({ id: 'ex', execId: 'e1' });
+    expect((await h.tasks.wait({ id: 'ex', execId: 'e1' })).exitStatus).toBe(0);
+    await h.tasks.start({ id: 'hk' });
+    expect((await h.tasks.wait({ id: 'hk' })).exitStatus).toBe(4);
+    await until(() => calls.includes('exited hk 4 true'));
+    // the exec's exit is no container exit
+    expect(calls.filter((c) => c.startsWith('exited'))).toEqual(['exited hk 4 true']);
+    await h.tasks.delete({ id: 'hk' });
+    await expect(h.tasks.create({ id: 'bad', bundle: b.path })).rejects.toThrow(/refused by the owner/);
+    expect(calls.slice(-2)).toEqual(['removed k8s.io/hk', 'removed k8s.io/bad']);
+    await h.tasks.kill({ id: 'ex', signal: 9 });
+    await h.tasks.wait({ id: 'ex' });
+    await h.tasks.delete({ id: 'ex' });
+  } finally {
+    await h.close();
+    b.remove();
+    sleeper.remove();
   }
 });

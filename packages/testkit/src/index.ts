@@ -16,3 +16,4 @@ export type { CniOptions, CniSetup, CriConfigOptions, TomlTable, TomlValue } fro
 export { CNI_BIN_DIR, CniSetupError, createCniSetup, criConfig, criRuntimeTable, tomlTable } from './cni';
 export type { CriClientOptions, CriLogLine, ExecResult, PodWithContainer, RunPodOptions } from './cri-client';
 export { CriClient, CriError, CriLogFormatError, criLogStream, parseCriLog, readCriLog } from './cri-client';
+export { WASM_IMAGE, WASM_IMAGE_MODULES, WASM_IMAGE_OUTPUT, wasmImage, wasmImageSpec, wat2wasm } from './wasm-image';

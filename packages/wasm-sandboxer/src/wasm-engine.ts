@@ -1,6 +1,7 @@
 // The Engine adapter: the task core owns the Task API, IO, events and persistence; this only turns a container
 // (an OCI spec plus its mounted rootfs) into runs of WasmRunnerPool and reports their exits.
 import * as fs from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { dup, openPty, sendFd } from '@kuasar/sys';
 import {
@@ -11,7 +12,7 @@ import {
 import type { Logger } from '@kuasar/sandbox';
 import { WasmLoadError, WasmRunnerError } from './errors';
 import { RootfsPathError, resolveModule } from './rootfs-path';
-import type { RunningModule, WasmRunContext, WasmRunnerPool } from './wasm-runner';
+import type { RunningModule, WasmExit, WasmRunContext, WasmRunnerPool } from './wasm-runner';
 
 export interface WasmEngineOptions {
   pool: WasmRunnerPool;
@@ -22,7 +23,8 @@ export interface WasmEngineOptions {
 
 /** A module run: the container's init or one exec. */
 interface WasmProcess {
-  ctx: Omit<WasmRunContext, 'stdin' | 'stdout' | 'stderr'>;
+  /** undefined for CRI 1.x's pause container, which runs no module (see pauseModule) */
+  ctx: Omit<WasmRunContext, 'stdin' | 'stdout' | 'stderr'> | undefined;
   /** our own copies of the task IO fds (the core closes its copies after start); closed at exit */
   stdio: number[];
   module?: RunningModule;
@@ -40,6 +42,8 @@ interface WasmContainer {
 
 const SIGKILL = 9;
 const KILL_WAIT_MS = 2_000;
+/** CRI marks a pod's pause container with container-type "sandbox" (containerd 1.x runs it as a task) */
+const CRI_CONTAINER_TYPE_ANNOTATION = 'io.kubernetes.cri.container-type';
 const CGROUP_V2 = fs.existsSync('/sys/fs/cgroup/cgroup.controllers');
 
 export class WasmEngine implements Engine {
@@ -75,7 +79,10 @@ export class WasmEngine implements Engine {
       preopens[path.posix.resolve('/', m.destination)] = m.source;
     }
     const wc: WasmContainer = { rootfs, env, preopens, memoryLimitBytes: limit, init: undefined!, execs: new Map() };
-    wc.init = await this.prepare(wc, spec.process ?? {}, init.stdio);
+    // containerd 1.x runs a CRI pod's pause image (a native binary) as a task: a wasm pod has nothing to hold, so it
+    // is a placeholder that runs until it is killed
+    const pause = spec.annotations?.[CRI_CONTAINER_TYPE_ANNOTATION] === 'sandbox';
+    wc.init = pause ? { ctx: undefined, stdio: ownStdio(init.stdio), status: 'created' } : await this.prepare(wc, spec.process ?? {}, init.stdio);
     this.containers.set(key(c), wc);
     return { pid: 0 };
   }
@@ -190,7 +197,7 @@ export class WasmEngine implements Engine {
   private async run(c: ContainerRef, wc: WasmContainer, p: WasmProcess, execId: string | undefined): Promise<void> {
     const [stdin, stdout, stderr] = p.stdio as [number, number, number];
     try {
-      p.module = await this.pool.run({ ...p.ctx, stdin, stdout, stderr });
+      p.module = p.ctx ? await this.pool.run({ ...p.ctx, stdin, stdout, stderr }) : pauseModule();
     } catch (err) {
       closeAll(p.stdio);
       p.status = 'stopped';
@@ -236,6 +243,26 @@ export class WasmEngine implements Engine {
       }
     }
   }
+}
+
+/** The pause container's stand-in: no thread, nothing to run; any signal but 0 ends it (128 + signal). */
+function pauseModule(): RunningModule {
+  let end!: (e: WasmExit) => void;
+  const exited = new Promise<WasmExit>((r) => (end = r));
+  let done = false;
+  return {
+    threadId: -1,
+    digest: '',
+    exited,
+    kill(signal = 'SIGKILL') {
+      const n = typeof signal === 'number' ? signal : osConstants.signals[signal];
+      if (!Number.isInteger(n) || n < 0 || n > 64) throw new WasmRunnerError('ERR_WASM_SIGNAL', `invalid signal ${String(signal)}`);
+      if (n === 0 || done) return;
+      done = true;
+      end({ exitCode: 128 + n, reason: 'signal', signal: n, exitedAt: new Date() });
+    },
+    memoryBytes: () => 0,
+  };
 }
 
 /** Resource use of running modules (a container's, or a pod's summed). */

@@ -13,18 +13,26 @@ const REPO = path.resolve(__dirname, '../../..');
 const BIN = path.join(REPO, 'dist/bin/wasm-sandboxer');
 const RUNS = Number(process.env['KUASAR_BENCH_RUNS'] ?? 300);
 const bench = process.env['KUASAR_BENCH'] === '1' ? test : test.skip;
+// another build to compare (A/B), e.g. `node /path/to/bundle.js`: argv split on spaces; default the SEA binary
+const COMMAND = process.env['KUASAR_BENCH_COMMAND']?.split(' ').filter(Boolean);
+// where the sandboxer's state dir (task records) lives: /tmp by default; the production default /run is a tmpfs on
+// most hosts (not on this VM), so KUASAR_BENCH_STATE_PARENT=/dev/shm measures that case
+const STATE_PARENT = process.env['KUASAR_BENCH_STATE_PARENT'];
 
 const rssMiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) / 1024;
 const pct = (xs: number[], p: number): number => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 
 bench('Task-API start latency (Create+Start -> first stdout byte) and RSS with 50 idle pods', async () => {
-  const build = spawnSync(process.execPath, [path.join(REPO, 'scripts/build-bin.mjs'), 'wasm-sandboxer'], { cwd: REPO, encoding: 'utf8' });
-  if (build.status !== 0) throw new Error(build.stderr);
+  if (!COMMAND) {
+    const build = spawnSync(process.execPath, [path.join(REPO, 'scripts/build-bin.mjs'), 'wasm-sandboxer'], { cwd: REPO, encoding: 'utf8' });
+    if (build.status !== 0) throw new Error(build.stderr);
+  }
+  const [cmd, ...pre] = COMMAND ?? [BIN];
   const root = tempDir('bench');
-  const dir = path.join(root, 'state');
+  const dir = STATE_PARENT ? fs.mkdtempSync(path.join(STATE_PARENT, 'kw-bench-state-')) : path.join(root, 'state');
   const sink = new EventsSink(path.join(root, 'ev.sock'));
   await sink.server.listen(sink.path);
-  const child: ChildProcess = spawn(BIN, ['--listen', path.join(root, 'c.sock'), '--dir', dir, '--log-level', 'error'], {
+  const child: ChildProcess = spawn(cmd!, [...pre, '--listen', path.join(root, 'c.sock'), '--dir', dir, '--log-level', 'error'], {
     env: { ...process.env, TTRPC_ADDRESS: sink.path, KUASAR_TASK_RELAY: '0' },
     stdio: 'ignore',
   });
@@ -38,6 +46,13 @@ bench('Task-API start latency (Create+Start -> first stdout byte) and RSS with 5
     client = await TtrpcClient.connect(path.join(dir, 'task.sock'), { metadata: { 'containerd-namespace-ttrpc': NS } });
     const tasks = createClient(task.TaskV3Definition, client) as unknown as TaskClient;
 
+    // the floor under every call: one ttrpc round trip to the sandboxer (State of an unknown task: NOT_FOUND)
+    const rtts: number[] = [];
+    for (let i = 0; i < 200; i++) {
+      const t = performance.now();
+      await tasks.state({ id: 'none' }).catch(() => undefined);
+      rtts.push(performance.now() - t);
+    }
     const samples: number[] = [];
     const creates: number[] = [];
     const starts: number[] = [];
@@ -79,12 +94,13 @@ bench('Task-API start latency (Create+Start -> first stdout byte) and RSS with 5
     await new Promise((r) => setTimeout(r, 1000));
     const rssSleeping = rssMiB(child.pid!);
     process.stdout.write(
-      `wasm-sandboxer (SEA) Task-API start, cached module, n=${samples.length}: p50 ${pct(samples, 50).toFixed(2)} ms, ` +
+      `wasm-sandboxer (${COMMAND ? COMMAND.join(' ') : 'SEA'}) Task-API start, cached module, n=${samples.length}: p50 ${pct(samples, 50).toFixed(2)} ms, ` +
         `p90 ${pct(samples, 90).toFixed(2)} ms, p99 ${pct(samples, 99).toFixed(2)} ms, max ${Math.max(...samples).toFixed(1)} ms ` +
-        `(Create RPC p50 ${pct(creates, 50).toFixed(2)} ms, Start RPC p50 ${pct(starts, 50).toFixed(2)} ms)\n` +
+        `(Create RPC p50 ${pct(creates, 50).toFixed(2)} ms, Start RPC p50 ${pct(starts, 50).toFixed(2)} ms, ` +
+        `empty RPC round trip p50 ${pct(rtts, 50).toFixed(2)} ms)\n` +
         `RSS: started ${rssStart.toFixed(1)} MiB, after ${RUNS} runs ${rssAfterRuns.toFixed(1)} MiB, ` +
         `50 idle empty pods ${rssEmptyPods.toFixed(1)} MiB, 50 pods each with a sleeping module ${rssSleeping.toFixed(1)} MiB\n` +
-        `load average: ${fs.readFileSync('/proc/loadavg', 'utf8').trim()}\n`,
+        `state dir ${dir}; load average: ${fs.readFileSync('/proc/loadavg', 'utf8').trim()}\n`,
     );
     for (let i = 0; i < 50; i++) {
       await tasks.kill({ id: `sleep${i}`, signal: 9 });
@@ -100,5 +116,6 @@ bench('Task-API start latency (Create+Start -> first stdout byte) and RSS with 5
     await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
     await sink.server.close(500);
     fs.rmSync(root, { recursive: true, force: true });
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });

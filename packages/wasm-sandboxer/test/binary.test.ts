@@ -12,15 +12,24 @@ jest.setTimeout(120_000);
 
 const REPO = path.resolve(__dirname, '../../..');
 const BIN = path.join(REPO, 'dist/bin/wasm-sandboxer');
+// the task relay is the thin shim binary in relay mode: the one built from this tree, in a dir of the test's own
+const relayDir = tempDir('relay');
+const RELAY = path.join(relayDir, 'containerd-shim-kuasar-wasm-v2');
 
 beforeAll(() => {
-  const r = spawnSync(process.execPath, [path.join(REPO, 'scripts/build-bin.mjs'), 'wasm-sandboxer'], { cwd: REPO, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`build-bin failed: ${r.stdout}${r.stderr}`);
+  for (const [cmd, args] of [
+    [process.execPath, [path.join(REPO, 'scripts/build-bin.mjs'), 'wasm-sandboxer']],
+    ['sh', [path.join(REPO, 'packages/shim/native/build.sh'), relayDir]],
+  ] as const) {
+    const r = spawnSync(cmd, args, { cwd: REPO, encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`${args[0]} failed: ${r.stdout}${r.stderr}`);
+  }
 });
+afterAll(() => fs.rmSync(relayDir, { recursive: true, force: true }));
 
 function startBinary(root: string, sink: EventsSink): Promise<ChildProcess> {
   const child = spawn(BIN, ['--listen', path.join(root, 'c.sock'), '--dir', path.join(root, 'state'), '--config', path.join(root, 'config.toml')], {
-    env: { ...process.env, TTRPC_ADDRESS: sink.path },
+    env: { ...process.env, TTRPC_ADDRESS: sink.path, KUASAR_TASK_RELAY: RELAY },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let log = '';
@@ -93,7 +102,7 @@ test('the SEA binary serves pods and runs modules; after kill -9 and a restart a
     child.kill('SIGTERM');
     await new Promise((r) => (child.exitCode !== null ? r(undefined) : child.once('exit', r)));
     // the relay outlives the sandboxer by design; this test started it, so it ends it
-    const relayPid = Number(fs.readFileSync(path.join(dir, 'relay.pid'), 'utf8').trim());
+    const relayPid = fs.existsSync(path.join(dir, 'relay.pid')) ? Number(fs.readFileSync(path.join(dir, 'relay.pid'), 'utf8').trim()) : 0;
     if (relayPid > 0) process.kill(relayPid, 'SIGTERM');
     for (const io of ios) io.close();
     await sink.server.close(500);

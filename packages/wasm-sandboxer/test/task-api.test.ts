@@ -275,3 +275,23 @@ test('bad input gets clear errors and leaks nothing', async () => {
   expect((await x.out).length).toBe(0);
   await until(() => fs.readdirSync('/proc/self/fd').length <= fds + 2, 2000, 'fds released');
 });
+
+test("CRI 1.x's pause container runs no module: created without one, running until a signal ends it", async () => {
+  const id = nextId('pause');
+  // the pause image's binary is not wasm; a container of any other type with it fails Create
+  const bundle = makeBundle(h.root, id, { args: ['/catatonit', '-P'], modules: {}, files: { '/catatonit': '\x7fELF not wasm' } });
+  await expect(h.tasks.create({ id: `${id}-app`, bundle })).rejects.toMatchObject({ code: Code.INVALID_ARGUMENT });
+  const config = path.join(bundle, 'config.json');
+  const spec = JSON.parse(fs.readFileSync(config, 'utf8'));
+  spec.annotations = { 'io.kubernetes.cri.container-type': 'sandbox', 'io.kubernetes.cri.sandbox-id': id };
+  fs.writeFileSync(config, JSON.stringify(spec));
+  const x = io();
+  const { exited } = await runTask(h, id, bundle, x);
+  expect((await h.tasks.state({ id })).status).toBe(types.TaskStatus.RUNNING);
+  await h.tasks.kill({ id, signal: 0 }); // only a check: still running
+  expect((await h.tasks.state({ id })).status).toBe(types.TaskStatus.RUNNING);
+  await h.tasks.kill({ id, signal: 15 });
+  expect((await exited).exitStatus).toBe(143);
+  expect((await x.out).length).toBe(0);
+  await h.tasks.delete({ id });
+});

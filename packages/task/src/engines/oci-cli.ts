@@ -26,7 +26,8 @@ export interface OciCliEngineOptions {
   logger?: Logger;
 }
 
-interface RunOptions {
+/** How `OciCliEngine.run` calls the runtime. */
+export interface OciRunOptions {
   stdio?: StdioOptions;
   timeoutMs?: number;
   /** global args are skipped (e.g. `--version`) */
@@ -228,8 +229,11 @@ export class OciCliEngine implements Engine {
     return [...g, ...this.extraArgs];
   }
 
-  /** Run the runtime; resolves with stdout when captured. Every call has a timeout. */
-  private run(c: ContainerRef | undefined, args: string[], o: RunOptions = {}): Promise<string> {
+  /**
+   * Run the runtime with this engine's global flags for `c`; resolves with stdout when captured. Every call has a
+   * timeout. Public for engines built on this one (runsc's multi-container engine runs its own start/exec/wait).
+   */
+  run(c: ContainerRef | undefined, args: string[], o: OciRunOptions = {}): Promise<string> {
     const bin = this.binary();
     const argv = c && !o.bare ? [...this.globalArgs(c), ...args] : args;
     const logFile = c && existsSync(c.bundle) ? join(c.bundle, 'log.json') : undefined;
@@ -298,6 +302,32 @@ function runscHelpers(bundle: string, initPid: number): number[] {
   return out;
 }
 
+/**
+ * Zombie children of this process. An engine whose runtime leaves helpers to its subreaper (runsc) reaps the ones
+ * it sees twice in a row: Node reaps the children it spawned itself at once.
+ */
+export function zombieChildren(): Set<number> {
+  const out = new Set<number>();
+  let names: string[] = [];
+  try {
+    names = readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (f[0] === 'Z' && Number(f[1]) === process.pid) out.add(pid);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
+
 function key(c: ContainerRef): string {
   return `${c.namespace}/${c.id}`;
 }
@@ -314,7 +344,7 @@ function stdioFor(s: ProcessStdio): StdioOptions {
   return [s.stdin ?? 'ignore', s.stdout ?? 'ignore', s.stderr ?? 'ignore'];
 }
 
-function readPidFile(path: string): number {
+export function readPidFile(path: string): number {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
