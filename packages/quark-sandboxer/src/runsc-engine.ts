@@ -7,16 +7,17 @@
 //
 // Exits: every container of a gVisor sandbox reports the runsc-sandbox pid, so the task core cannot learn an app
 // container's exit by reaping. This engine reports exits itself (onExit): the sandbox pid of a root container and
-// the host `runsc exec` waiters of execs through a Reaper; app containers by one `runsc list` per pod and poll
-// period, then `runsc wait` (repeatable) for the status. A `runsc wait` process per container would cost ~6.7 MB PSS.
-import { spawn, type StdioOptions } from 'node:child_process';
+// the host `runsc exec` waiters of execs through a Reaper; app containers by their gofer's exit (the gofer of a
+// subcontainer lives exactly as long as the container) and, as a fallback, one `runsc list` per pod and poll period;
+// then `runsc wait` (repeatable) for the status. A `runsc wait` process per container would cost ~6.7 MB PSS.
+import type { StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '@kuasar/sandbox';
 import { Reaper, setChildSubreaper } from '@kuasar/sys';
 import type { SandboxEngine } from './sandbox-engine';
 import {
-  Code, OciCliEngine, TtrpcError,
+  Code, OciCliEngine, TtrpcError, readPidFile, zombieChildren,
   type ContainerCreate, type ContainerRef, type EngineAny, type EngineExit, type EngineStatus,
   type OciLinuxResources, type OciProcess, type OciSpec, type ProcessStdio,
 } from '@kuasar/task';
@@ -54,7 +55,12 @@ interface Watched {
   sandboxPid: number;
 }
 
-type Tracked = { kind: 'exec'; key: string; c: ContainerRef; execId: string } | { kind: 'sandbox' } | { kind: 'helper' };
+type Tracked =
+  | { kind: 'exec'; key: string; c: ContainerRef; execId: string }
+  | { kind: 'sandbox' }
+  | { kind: 'helper' }
+  /** an app container's gofer: its exit is the cheapest sign that the container exited */
+  | { kind: 'gofer'; key: string };
 
 function key(c: Pick<ContainerRef, 'namespace' | 'id'>): string {
   return `${c.namespace}/${c.id}`;
@@ -68,18 +74,6 @@ function readSpec(bundle: string): OciSpec | undefined {
   }
 }
 
-function readPid(file: string): number {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch {
-    throw new TtrpcError(Code.NOT_FOUND, `pid file ${file} does not exist`);
-  }
-  const pid = Number.parseInt(text.trim(), 10);
-  if (!Number.isInteger(pid) || pid <= 0) throw new TtrpcError(Code.INTERNAL, `pid file ${file} holds no pid: "${text.trim()}"`);
-  return pid;
-}
-
 /** Alive and not a zombie. */
 export function processAlive(pid: number): boolean {
   if (!(pid > 0)) return false;
@@ -91,6 +85,29 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+const PIPED: StdioOptions = ['ignore', 'pipe', 'pipe'];
+const SWEEP_MS = 2_000;
+/** no timeout: the largest setTimeout delay */
+const FOREVER_MS = 2_147_483_647;
+
+/** `runsc wait` prints {"id":…,"exitStatus":N} (128+signal for a killed process). */
+function exitStatusOf(out: string): number | undefined {
+  try {
+    const s = (JSON.parse(out.trim().split('\n').pop() ?? '{}') as { exitStatus?: number }).exitStatus;
+    return typeof s === 'number' ? s : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function cmdline(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch {
+    return '';
+  }
+}
+
 function stdioFor(s: ProcessStdio): StdioOptions {
   if (s.terminal) return ['ignore', 'ignore', 'pipe'];
   return [s.stdin ?? 'ignore', s.stdout ?? 'ignore', s.stderr ?? 'ignore'];
@@ -98,8 +115,6 @@ function stdioFor(s: ProcessStdio): StdioOptions {
 
 export class RunscEngine implements SandboxEngine {
   readonly name = 'runsc';
-  private readonly binary: string;
-  private readonly globalArgs: string[];
   private readonly root: string;
   private readonly logger: Logger | undefined;
   private readonly exitPollMs: number;
@@ -115,13 +130,22 @@ export class RunscEngine implements SandboxEngine {
   /** reaped exit statuses of sandbox processes, for the containers they took down */
   private readonly sandboxExits = new Map<number, number>();
   private readonly sandboxWaiters = new Map<number, Array<(status: number) => void>>();
+  /** `runsc start` of each pod's root container (startSandbox returns before it ends) */
+  private readonly rootStarts = new Map<string, Promise<void>>();
+  /** containers created by this process or already re-adopted (see adoptExecs) */
+  private readonly known = new Set<string>();
+  /** `runsc exec` waiters of a previous sandboxer process, still running */
+  private readonly adoptedWaiters = new Set<number>();
+  /** containers with a `runsc wait` in flight */
+  private readonly waiting = new Set<string>();
+  /** zombie children seen by the previous sweep */
+  private zombies = new Set<number>();
+  private readonly sweepTimer: NodeJS.Timeout;
   private listener: ((e: EngineExit) => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
   private polling = false;
 
   constructor(o: RunscEngineOptions) {
-    this.binary = o.binary;
-    this.globalArgs = o.globalArgs;
     this.root = o.root;
     this.logger = o.logger?.child({ engine: 'runsc' });
     this.exitPollMs = o.exitPollMs ?? 500;
@@ -135,6 +159,7 @@ export class RunscEngine implements SandboxEngine {
     this.reaper.on('exit', (pid, status) => this.reaped(pid, status));
     this.reaper.on('lost', (pid) => this.reaped(pid, 255));
     this.reaper.on('error', (err) => this.logger?.error({ err: err.message }, 'reaper error'));
+    this.sweepTimer = setInterval(() => this.sweepOrphans(), SWEEP_MS).unref();
   }
 
   onExit(listener: (exit: EngineExit) => void): void {
@@ -159,12 +184,15 @@ export class RunscEngine implements SandboxEngine {
     const { pid, helpers } = await this.pods.create(ref, { spec, stdio: { terminal: false } });
     for (const h of helpers ?? []) this.trackPid(h, { kind: 'helper' });
     this.trackPid(pid, { kind: 'sandbox' });
-    try {
-      await this.pods.start(ref);
-    } catch (err) {
+    // The kernel is up once `create` returns. Starting its init (~100 ms) overlaps with what comes next (containerd
+    // prepares and creates the first container); the pod's containers wait for it in start().
+    const started = this.pods.start(ref).then(() => undefined, async (err: Error) => {
+      this.logger?.error({ pod, err: err.message }, 'pod sandbox init did not start; destroying the sandbox');
       await this.pods.delete(ref, { force: true }).catch(() => undefined);
-      throw err;
-    }
+      throw new TtrpcError(Code.FAILED_PRECONDITION, `pod sandbox ${pod} did not start: ${err.message}`);
+    });
+    started.catch(() => undefined); // reported to the pod's containers in start()
+    this.rootStarts.set(pod, started);
     return { pid };
   }
 
@@ -185,6 +213,7 @@ export class RunscEngine implements SandboxEngine {
 
   /** Signals the pod's root container (the sandbox's init). */
   async killSandbox(pod: string, bundle: string, signal: number): Promise<void> {
+    await this.rootStarts.get(pod)?.catch(() => undefined);
     await this.pods.kill({ id: pod, namespace: pod, bundle }, undefined, signal, false);
   }
 
@@ -196,6 +225,7 @@ export class RunscEngine implements SandboxEngine {
         this.logger?.warn({ pod, err: err.message }, 'runsc delete of the pod sandbox failed'));
     }
     for (const [k, w] of this.watched) if (w.at.stateDir === dir) this.watched.delete(k);
+    this.rootStarts.delete(pod);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 
@@ -220,6 +250,7 @@ export class RunscEngine implements SandboxEngine {
     const at = this.placement(c, init.spec);
     // a subcontainer's `runsc create` only prepares its gofer; its process gets the stdio of `runsc start`
     const out = await at.cli.create(at.ref, at.root ? init : { ...init, stdio: init.stdio.terminal ? init.stdio : { terminal: false } });
+    this.known.add(key(c));
     if (!at.root) this.pendingStdio.set(key(c), init.stdio);
     for (const h of out.helpers ?? []) if (!this.tracked.has(h)) this.trackPid(h, { kind: 'helper' });
     // the helpers are reaped here; the core must not track them (it has no reaper for this engine anyway)
@@ -230,16 +261,16 @@ export class RunscEngine implements SandboxEngine {
     const at = this.placement(c);
     const stdio = this.pendingStdio.get(key(c));
     this.pendingStdio.delete(key(c));
+    if (!at.root) await this.rootStarts.get(at.ref.namespace);
+    let pid: number;
     if (at.root || !stdio) {
-      const { pid } = await at.cli.start(at.ref);
-      this.trackGofer(at);
-      this.watch(c, at, pid);
-      return { pid };
+      ({ pid } = await at.cli.start(at.ref));
+    } else {
+      await at.cli.run(at.ref, ['start', at.ref.id], { stdio: stdioFor(stdio) });
+      pid = readPidFile(path.join(c.bundle, 'init.pid'));
     }
-    await this.run(at, c.bundle, ['start', at.ref.id], stdioFor(stdio));
-    this.trackGofer(at);
-    const pid = readPid(path.join(c.bundle, 'init.pid'));
     this.watch(c, at, pid);
+    this.trackGofer(at, at.root ? undefined : key(c));
     return { pid };
   }
 
@@ -256,11 +287,11 @@ export class RunscEngine implements SandboxEngine {
     if (stdio.terminal) args.push('--console-socket', stdio.consoleSocket);
     args.push(at.ref.id);
     try {
-      await this.run(at, c.bundle, args, stdioFor(stdio), this.timeoutMs * 2);
+      await at.cli.run(at.ref, args, { stdio: stdioFor(stdio), timeoutMs: this.timeoutMs * 2 });
     } finally {
       fs.rmSync(processFile, { force: true });
     }
-    const pid = readPid(pidFile);
+    const pid = readPidFile(pidFile);
     this.trackPid(pid, { kind: 'exec', key: key(c), c, execId });
     return { pid };
   }
@@ -271,10 +302,10 @@ export class RunscEngine implements SandboxEngine {
       await at.cli.kill(at.ref, undefined, signal, all);
       return;
     }
-    const waiter = readPid(path.join(c.bundle, `${execId}.pid`));
-    if (!this.tracked.has(waiter)) throw new TtrpcError(Code.NOT_FOUND, `exec ${execId} already finished`);
-    const ipid = readPid(path.join(c.bundle, `${execId}.ipid`));
-    await this.run(at, c.bundle, ['kill', `--pid=${ipid}`, at.ref.id, String(signal)], ['ignore', 'ignore', 'pipe']);
+    const waiter = readPidFile(path.join(c.bundle, `${execId}.pid`));
+    if (!this.tracked.has(waiter) && !this.adoptedWaiters.has(waiter)) throw new TtrpcError(Code.NOT_FOUND, `exec ${execId} already finished`);
+    const ipid = readPidFile(path.join(c.bundle, `${execId}.ipid`));
+    await at.cli.run(at.ref, ['kill', `--pid=${ipid}`, at.ref.id, String(signal)]);
   }
 
   async delete(c: ContainerRef, opts: { force: boolean }): Promise<void> {
@@ -295,6 +326,10 @@ export class RunscEngine implements SandboxEngine {
     const at = this.placement(c);
     const s = await at.cli.state(at.ref);
     // After a sandboxer restart the core asks the state of every container it re-adopts: watch the live ones again.
+    if (!this.known.has(key(c))) {
+      this.known.add(key(c));
+      this.adoptExecs(c, at);
+    }
     if ((s.status === 'running' || s.status === 'paused') && !this.watched.has(key(c))) {
       if (!processAlive(s.pid)) return { status: 'stopped', pid: s.pid };
       this.watch(c, at, s.pid);
@@ -336,17 +371,61 @@ export class RunscEngine implements SandboxEngine {
   close(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
+    clearInterval(this.sweepTimer);
     this.reaper.close();
   }
 
   // ---- exits -------------------------------------------------------------------------------------------------------
 
   /**
+   * After a sandboxer restart the `runsc exec` waiters of a container's execs are no children of ours, so their
+   * exits would go unseen. For each exec whose waiter still runs, a `runsc wait --pid` asks the sandbox for the
+   * process's status (one runsc process per such exec, only until it ends); an exec whose waiter is gone is reported
+   * as 255, which the task core ignores for execs it already saw end.
+   */
+  private adoptExecs(c: ContainerRef, at: Placement): void {
+    let names: string[];
+    try {
+      names = fs.readdirSync(c.bundle).filter((n) => n.endsWith('.ipid'));
+    } catch {
+      return;
+    }
+    for (const n of names) {
+      const execId = n.slice(0, -'.ipid'.length);
+      const pidFile = path.join(c.bundle, `${execId}.pid`);
+      let waiter: number;
+      let ipid: number;
+      try {
+        waiter = readPidFile(pidFile);
+        ipid = readPidFile(path.join(c.bundle, n));
+      } catch {
+        continue;
+      }
+      if (!processAlive(waiter) || !cmdline(waiter).includes(pidFile)) {
+        this.emit({ id: c.id, execId, status: 255 });
+        continue;
+      }
+      this.adoptedWaiters.add(waiter);
+      this.logger?.info({ id: c.id, exec: execId, pid: ipid }, 're-adopted exec: waiting for it in the sandbox');
+      void at.cli.run(at.ref, ['wait', `--pid=${ipid}`, at.ref.id], { stdio: PIPED, timeoutMs: FOREVER_MS }).then(
+        (out) => exitStatusOf(out) ?? 255,
+        (err: Error) => {
+          this.logger?.warn({ id: c.id, exec: execId, err: err.message }, 'runsc wait --pid failed; exec exit status unknown');
+          return 255;
+        },
+      ).then((status) => {
+        this.adoptedWaiters.delete(waiter);
+        this.emit({ id: c.id, execId, status });
+      });
+    }
+  }
+
+  /**
    * runsc leaves each container's gofer to us (subreaper); `runsc delete` waits until it is gone, which a zombie
    * never is. A subcontainer's gofer is born at `runsc start` (where the OCI CLI engine does not look) and may
    * already be a zombie by then, so its pid comes from runsc's state file (`<id>_sandbox:<sandbox>.state`).
    */
-  private trackGofer(at: Placement): void {
+  private trackGofer(at: Placement, container?: string): void {
     const prefix = `${at.ref.id}_sandbox:`;
     let names: string[] = [];
     try {
@@ -357,11 +436,26 @@ export class RunscEngine implements SandboxEngine {
     for (const n of names) {
       try {
         const pid = (JSON.parse(fs.readFileSync(path.join(at.stateDir, n), 'utf8')) as { goferPid?: number }).goferPid;
-        if (typeof pid === 'number' && pid > 0 && !this.tracked.has(pid)) this.trackPid(pid, { kind: 'helper' });
+        if (typeof pid !== 'number' || pid <= 0) continue;
+        if (container !== undefined) this.tracked.delete(pid); // a helper found at create, now known as the gofer
+        if (!this.tracked.has(pid)) this.trackPid(pid, container !== undefined ? { kind: 'gofer', key: container } : { kind: 'helper' });
+        // a short-lived container's gofer is already a zombie: reap it now, not after the task core's bookkeeping
+        if (container !== undefined) this.reaper.check();
       } catch {
         /* being rewritten */
       }
     }
+  }
+
+  /**
+   * runsc's own intermediate processes (and the waiters of execs of a previous sandboxer process) re-parent to us
+   * as subreaper and nobody else reaps them. A zombie child seen by two sweeps in a row is nobody's to reap — Node
+   * reaps the runsc calls it spawned itself, at once — so it is reaped here.
+   */
+  private sweepOrphans(): void {
+    const now = zombieChildren();
+    for (const pid of now) if (this.zombies.has(pid) && !this.tracked.has(pid)) this.trackPid(pid, { kind: 'helper' });
+    this.zombies = now;
   }
 
   private trackPid(pid: number, t: Tracked): void {
@@ -374,6 +468,11 @@ export class RunscEngine implements SandboxEngine {
     this.logger?.debug({ pid, status, kind: t?.kind }, 'reaped');
     this.tracked.delete(pid);
     if (!t || t.kind === 'helper') return;
+    if (t.kind === 'gofer') {
+      const w = this.watched.get(t.key);
+      if (w && !w.at.root) void this.settle(w);
+      return;
+    }
     if (t.kind === 'exec') {
       this.emit({ id: t.c.id, execId: t.execId, status });
       return;
@@ -434,14 +533,14 @@ export class RunscEngine implements SandboxEngine {
   private async pollDir(dir: string, list: Watched[]): Promise<void> {
     let states: Map<string, string> | undefined;
     try {
-      const out = await this.call(['--root', dir, 'list', '--format=json'], this.timeoutMs);
+      const out = await list[0]!.at.cli.run(list[0]!.at.ref, ['list', '--format=json'], { stdio: PIPED });
       states = new Map(((JSON.parse(out) as { id: string; status: string }[] | null) ?? []).map((e) => [e.id, e.status]));
     } catch (err) {
       this.logger?.debug({ dir, err: (err as Error).message }, 'runsc list failed');
     }
     for (const w of list) {
       const k = key(w.c);
-      if (this.watched.get(k) !== w) continue;
+      if (this.watched.get(k) !== w || this.waiting.has(k)) continue;
       const sandboxGone = !processAlive(w.sandboxPid);
       const status = states?.get(w.at.ref.id);
       if (!sandboxGone && (states === undefined || status === 'running' || status === 'paused' || status === 'created')) continue;
@@ -451,86 +550,34 @@ export class RunscEngine implements SandboxEngine {
         if (this.tracked.has(w.sandboxPid) && !sandboxGone) continue;
       }
       if (this.watched.get(k) !== w) continue;
-      this.watched.delete(k);
-      this.emit({ id: w.c.id, status: sandboxGone ? (this.sandboxExits.get(w.sandboxPid) ?? 255) : await this.waitStatus(w) });
+      if (sandboxGone) {
+        this.watched.delete(k);
+        this.emit({ id: w.c.id, status: this.sandboxExits.get(w.sandboxPid) ?? 255 });
+      } else {
+        await this.settle(w, 255);
+      }
     }
   }
 
-  private async waitStatus(w: Watched): Promise<number> {
+  /**
+   * Reports a container's exit with the status `runsc wait` gives (it blocks while the container runs). When the
+   * wait fails, `unknown` is reported, or — without it — the container stays watched for the next poll.
+   */
+  private async settle(w: Watched, unknown?: number): Promise<void> {
+    const k = key(w.c);
+    if (this.waiting.has(k)) return;
+    this.waiting.add(k);
+    let status: number | undefined;
     try {
-      const out = await this.call(['--root', w.at.stateDir, 'wait', w.at.ref.id], this.timeoutMs);
-      const s = (JSON.parse(out.trim().split('\n').pop() ?? '{}') as { exitStatus?: number }).exitStatus;
-      return typeof s === 'number' ? s : 255;
+      status = exitStatusOf(await w.at.cli.run(w.at.ref, ['wait', w.at.ref.id], { stdio: PIPED })) ?? unknown;
     } catch (err) {
       this.logger?.warn({ id: w.c.id, err: (err as Error).message }, 'runsc wait failed; exit status unknown');
-      return 255;
-    }
-  }
-
-  /** runsc with the engine's flags, like the OCI CLI engine calls it (state root, log.json in the bundle). */
-  private run(at: Placement, bundle: string, args: string[], stdio: StdioOptions, timeoutMs = this.timeoutMs): Promise<string> {
-    const log = path.join(bundle, 'log.json');
-    return this.call(['--root', at.stateDir, '--log', log, '--log-format', 'json', ...args], timeoutMs, stdio, { file: log, offset: fileSize(log) });
-  }
-
-  private call(args: string[], timeoutMs: number, stdio: StdioOptions = ['ignore', 'pipe', 'pipe'], log?: { file: string; offset: number }): Promise<string> {
-    const argv = [...this.globalArgs, ...args];
-    const cmd = args.find((a, i) => !a.startsWith('-') && !(i > 0 && /^--(root|log|log-format)$/.test(args[i - 1]!))) ?? '';
-    return new Promise((resolve, reject) => {
-      const child = spawn(this.binary, argv, { stdio });
-      let stdout = '';
-      let stderr = '';
-      child.stdout?.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-      child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-      const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-      child.on('error', (err) => {
-        clearTimeout(timer);
-        reject(new TtrpcError(Code.FAILED_PRECONDITION, `cannot run ${this.binary}: ${err.message}`));
-      });
-      child.on('close', (code, signal) => {
-        clearTimeout(timer);
-        if (code === 0) return resolve(stdout);
-        const reason = (log && lastError(log.file, log.offset)) || stderr.trim() || `exit status ${code ?? signal}`;
-        reject(new TtrpcError(/not running|already finished|no such process|not found|does not exist/i.test(reason) ? Code.NOT_FOUND : Code.UNKNOWN,
-          `runsc ${cmd} failed: ${reason}`));
-      });
-    });
-  }
-}
-
-function fileSize(file: string): number {
-  try {
-    return fs.statSync(file).size;
-  } catch {
-    return 0;
-  }
-}
-
-/** The last level=error message runsc wrote to log.json since `offset` (at most 64 KiB of it). */
-function lastError(file: string, offset: number): string | undefined {
-  let text: string;
-  try {
-    const fd = fs.openSync(file, 'r');
-    try {
-      const size = fs.fstatSync(fd).size;
-      const buf = Buffer.alloc(Math.max(0, Math.min(size - offset, 64 * 1024)));
-      fs.readSync(fd, buf, 0, buf.length, size - buf.length);
-      text = buf.toString('utf8');
+      status = unknown;
     } finally {
-      fs.closeSync(fd);
+      this.waiting.delete(k);
     }
-  } catch {
-    return undefined;
+    if (status === undefined || this.watched.get(k) !== w) return;
+    this.watched.delete(k);
+    this.emit({ id: w.c.id, status });
   }
-  let last: string | undefined;
-  for (const line of text.split('\n')) {
-    if (!line.includes('"error"')) continue;
-    try {
-      const e = JSON.parse(line) as { level?: string; msg?: string };
-      if (e.level === 'error' && e.msg) last = e.msg;
-    } catch {
-      /* partial line */
-    }
-  }
-  return last;
 }

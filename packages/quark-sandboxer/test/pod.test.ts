@@ -20,6 +20,9 @@ if (!runsc) process.stderr.write('quark-sandboxer pod tests skipped: no runsc (r
 
 const NETNS = `kq-test-${process.pid}`;
 
+/** An exec's OCI process as containerd sends it. */
+const processSpec = (args: string[]) => packJsonAny(OCI_PROCESS_TYPE_URL, { args, cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } });
+
 maybe('gVisor pods through the Controller and the Task API', () => {
   let work: string;
   let script: string;
@@ -80,6 +83,16 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     fs.rmSync(work, { recursive: true, force: true });
   });
 
+  /** Starts an exec in container `id`: its output FIFOs and its Wait. */
+  const startExec = async (id: string, execId: string, args: string[]): Promise<{ f: Fifos; waited: Promise<{ exitStatus: number }> }> => {
+    const f = fifos(work, execId);
+    opened.push(f);
+    await tasks.exec({ id, execId, stdout: f.stdout, stderr: f.stderr, spec: processSpec(args) } as never);
+    const waited = tasks.wait({ id, execId } as never) as Promise<{ exitStatus: number }>;
+    await tasks.start({ id, execId } as never);
+    return { f, waited };
+  };
+
   const container = async (id: string, args: string[], o: { stdin?: boolean } = {}): Promise<{ b: BusyboxBundle; f: Fifos; pid: number }> => {
     const b = criBundle(pod, sandboxPid, args, work);
     bundles.push(b);
@@ -138,23 +151,13 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     expect((await tasks.pids({ id: 'c1' } as never)).processes.map((p) => p.pid)).toEqual(pids1);
 
     // exec in c1: output and exit code
-    const x = fifos(work, 'x1');
-    opened.push(x);
-    await tasks.exec({ id: 'c1', execId: 'x1', stdout: x.stdout, stderr: x.stderr,
-      spec: packJsonAny(OCI_PROCESS_TYPE_URL, { args: ['sh', '-c', 'echo in-exec; ls /proc | grep -c "^[0-9]"; exit 6'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } }) } as never);
-    const xw = tasks.wait({ id: 'c1', execId: 'x1' } as never);
-    await tasks.start({ id: 'c1', execId: 'x1' } as never);
+    const { f: x, waited: xw } = await startExec('c1', 'x1', ['sh', '-c', 'echo in-exec; ls /proc | grep -c "^[0-9]"; exit 6']);
     expect((await xw).exitStatus).toBe(6);
     expect((await x.out).toString()).toMatch(/^in-exec\n\d+\n$/);
     await tasks.delete({ id: 'c1', execId: 'x1' } as never);
 
     // kill of an exec reaches the process inside the sandbox (SIGTERM → 143)
-    const y = fifos(work, 'y1');
-    opened.push(y);
-    await tasks.exec({ id: 'c1', execId: 'y1', stdout: y.stdout,
-      spec: packJsonAny(OCI_PROCESS_TYPE_URL, { args: ['sleep', '1000'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } }) } as never);
-    const yw = tasks.wait({ id: 'c1', execId: 'y1' } as never);
-    await tasks.start({ id: 'c1', execId: 'y1' } as never);
+    const { f: y, waited: yw } = await startExec('c1', 'y1', ['sleep', '1000']);
     await tasks.kill({ id: 'c1', execId: 'y1', signal: 15 } as never);
     expect((await yw).exitStatus).toBe(143);
     await tasks.delete({ id: 'c1', execId: 'y1' } as never);
@@ -200,6 +203,12 @@ maybe('gVisor pods through the Controller and the Task API', () => {
   test('a sandboxer kill -9 and restart keeps the pod and its container running', async () => {
     const c4 = await container('c4', ['sh', '-c', 'echo before; exec sleep 1000']);
     await tasks.start({ id: 'c4' } as never);
+    // an exec that outlives the sandboxer: its exit status must still arrive afterwards
+    const e = fifos(work, 'e4');
+    opened.push(e);
+    await tasks.exec({ id: 'c4', execId: 'e4', stdout: e.stdout,
+      spec: packJsonAny(OCI_PROCESS_TYPE_URL, { args: ['sh', '-c', 'while [ ! -f /tmp/go ]; do sleep 0.1; done; echo went; exit 4'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } }) } as never);
+    await tasks.start({ id: 'c4', execId: 'e4' } as never);
     conn.close();
     sb.child.kill('SIGKILL');
     await sb.exited;
@@ -210,13 +219,17 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     expect(status.state).toBe('SANDBOX_READY');
     expect(status.pid).toBe(sandboxPid);
     expect((await tasks.state({ id: 'c4' } as never)).status).toBe(2);
+    expect((await tasks.state({ id: 'c4', execId: 'e4' } as never)).status).toBe(2);
+    const ew = tasks.wait({ id: 'c4', execId: 'e4' } as never);
+    const { f: go, waited: gw } = await startExec('c4', 'go4', ['touch', '/tmp/go']);
+    expect((await gw).exitStatus).toBe(0);
+    // the exec started by the previous sandboxer process: real status (from the sandbox), output unbroken
+    expect((await ew).exitStatus).toBe(4);
+    expect((await e.out).toString()).toBe('went\n');
+    await tasks.delete({ id: 'c4', execId: 'e4' } as never);
+    await tasks.delete({ id: 'c4', execId: 'go4' } as never);
     // exec and exit detection work in the re-adopted pod
-    const x = fifos(work, 'x4');
-    opened.push(x);
-    await tasks.exec({ id: 'c4', execId: 'x4', stdout: x.stdout,
-      spec: packJsonAny(OCI_PROCESS_TYPE_URL, { args: ['sh', '-c', 'exit 9'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } }) } as never);
-    const xw = tasks.wait({ id: 'c4', execId: 'x4' } as never);
-    await tasks.start({ id: 'c4', execId: 'x4' } as never);
+    const { f: x, waited: xw } = await startExec('c4', 'x4', ['sh', '-c', 'exit 9']);
     expect((await xw).exitStatus).toBe(9);
     const w4 = tasks.wait({ id: 'c4' } as never);
     await tasks.kill({ id: 'c4', signal: 9 } as never);
