@@ -87,7 +87,11 @@ describe('flags: --help of every binary versus docs/configuration.md', () => {
     };
     walk([]);
     for (const script of ['install.sh', 'uninstall.sh']) {
-      actual.set(`scripts/${script}`, scriptFlags(fs.readFileSync(path.join(ROOT, 'scripts', script), 'utf8')));
+      // A script's flags include those of the scripts/lib/*.sh files it sources.
+      const text = fs.readFileSync(path.join(ROOT, 'scripts', script), 'utf8');
+      const sourced = [...text.matchAll(/^\. .*\/lib\/([a-z-]+\.sh)"?$/gm)].map((m) => fs.readFileSync(path.join(ROOT, 'scripts/lib', m[1]!), 'utf8'));
+      expect(sourced.length).toBeGreaterThan(0);
+      actual.set(`scripts/${script}`, scriptFlags([text, ...sourced].join('\n')));
     }
     documented = new Map();
     for (const block of docBlocks(fs.readFileSync(CONFIGURATION, 'utf8')).filter((b) => b.what === 'flags')) {
