@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseSandboxerConfig } from '@kuasar/sandbox';
 import { RUNC_CONFIG_SCHEMA } from '@kuasar/runc-sandboxer';
+import { VMM_CONFIG_SCHEMA } from '@kuasar/vmm-sandboxer';
 import { ROOT, kuasarctlBundle } from './cli';
 
 jest.setTimeout(120_000);
@@ -270,7 +271,16 @@ describe('default configs in packaging/config', () => {
     expect(spelledOut.sandboxer).toEqual({ listen: '/run/runc-sandboxer.sock', dir: '/run/kuasar-runc', log_level: 'info' });
   });
 
-  it.each(['wasm', 'quark', 'vmm'])('the %s config parses with its [sandboxer] keys spelled out', (kind) => {
+  it('the vmm config parses against the vmm sandboxer schema, commented and uncommented', () => {
+    const text = fs.readFileSync(path.join(ROOT, 'packaging/config/vmm-sandboxer.toml'), 'utf8');
+    const asShipped = parseSandboxerConfig('vmm', VMM_CONFIG_SCHEMA, text);
+    const spelledOut = parseSandboxerConfig('vmm', VMM_CONFIG_SCHEMA, uncomment(text));
+    expect(uncomment(text)).not.toBe(text);
+    expect(spelledOut).toEqual(asShipped);
+    expect(spelledOut.sandboxer).toEqual({ listen: '/run/vmm-sandboxer.sock', dir: '/run/kuasar-vmm', log_level: 'info' });
+  });
+
+  it.each(['wasm', 'quark'])('the %s config parses with its [sandboxer] keys spelled out', (kind) => {
     const text = fs.readFileSync(path.join(ROOT, `packaging/config/${kind}-sandboxer.toml`), 'utf8');
     expect(parseSandboxerConfig(kind, {}, uncomment(text)).sandboxer).toEqual({
       listen: `/run/${kind}-sandboxer.sock`,

@@ -1,20 +1,9 @@
-// Entry point of the vmm-sandboxer binary. Until its engine lands (issue 8) it has the framework's command
-// line, so flags, help text and packaging are already final, and refuses to serve.
-import { buildCommand } from '@kuasar/sandbox';
+// Entry point of the vmm-sandboxer binary: the framework's CLI with the vmm kind plugged in.
+import { runSandboxer } from '@kuasar/sandbox';
+import { vmmSandboxerSpec } from './sandboxer-spec';
 
 // Injected by scripts/build-bin.mjs; absent when the source runs unbundled (jest).
 declare const __KUASAR_VERSION__: string | undefined;
 const version = typeof __KUASAR_VERSION__ === 'string' ? __KUASAR_VERSION__ : '0.0.0-dev';
 
-const program = buildCommand({ kind: 'vmm', version, description: 'Kuasar vmm sandboxer: microVM pods on QEMU' })
-  .action(() => {
-    process.stderr.write('vmm-sandboxer: not implemented yet (issue 8)\n');
-    process.exitCode = 2;
-  })
-  .exitOverride();
-try {
-  program.parse();
-} catch (err) {
-  // --help/--version end here with code 0; a bad flag is a usage error (2), as in the served sandboxers.
-  process.exitCode = (err as { exitCode?: number }).exitCode === 0 ? 0 : 2;
-}
+void runSandboxer(vmmSandboxerSpec(version));
