@@ -2,6 +2,7 @@
 import { Command, Option } from 'commander';
 import type { CheckFlags } from './commands/check';
 import type { ConfigFlags } from './commands/config';
+import type { ExecFlags } from './commands/exec';
 import type { LogsFlags } from './commands/logs';
 import type { SandboxFlags } from './commands/sandboxes';
 
@@ -26,13 +27,6 @@ function run<A extends unknown[]>(action: (...args: A) => number | Promise<numbe
     } catch (err) {
       fatal(err);
     }
-  };
-}
-
-function notImplemented(command: string, when: string): () => void {
-  return () => {
-    process.stderr.write(`kuasarctl ${command}: not implemented yet (${when})\n`);
-    process.exitCode = 2;
   };
 }
 
@@ -133,8 +127,17 @@ program
   .action(run((id: string, flags: LogsFlags) => import('./commands/logs').then((m) => m.logsCommand(id, flags))));
 program
   .command('exec <sandbox-id> <command...>')
-  .description("run a command in a VM sandbox's guest through the agent's debug channel")
-  .action(notImplemented('exec', 'issue 6, part 2, after the vmm sandboxer lands'));
+  .description("run a command in a VM (vmm) sandbox's guest, outside its containers, through the agent's debug channel")
+  .option('-t, --tty', 'run the command on a terminal (with -i and a local terminal: raw mode, ^C goes to the command)')
+  .option('-i, --stdin', 'pass stdin to the command')
+  .option('--dir <kind=path>', 'state dir of a kind (repeatable; default as for list)', collect)
+  .addHelpText(
+    'after',
+    '\nPut the command after --: kuasarctl exec <sandbox-id> -it -- sh. The terminal size is sent at start only\n' +
+      '(the guest agent cannot resize a debug terminal). Leaving kills the command. For runc, wasm and quark pods use\n' +
+      'crictl exec.\nExit status: the command\'s, or 1 when it could not run (unknown or non-VM sandbox, sandboxer not running).',
+  )
+  .action(run((id: string, command: string[], flags: ExecFlags) => import('./commands/exec').then((m) => m.execCommand(id, command, flags))));
 program.command('__selftest-native', { hidden: true }).action(run(async () => (await selftestNative(), 0)));
 
 program.parseAsync().catch(fatal);

@@ -41,7 +41,6 @@ const BINARIES: Binary[] = [
   {
     name: 'kuasarctl',
     help: ['Usage: kuasarctl [options] [command]', 'list', 'inspect <sandbox-id>', 'check', 'logs <id>', 'exec <sandbox-id>'],
-    placeholder: ['exec', 'pod-1', 'true'],
     usageExit: 1,
   },
   sandboxer('runc'),

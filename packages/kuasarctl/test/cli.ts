@@ -37,13 +37,14 @@ export function kuasarctl(args: string[], env: NodeJS.ProcessEnv = process.env):
 }
 
 /** For tests that serve a sandboxer in this process: spawnSync would block the event loop that answers kuasarctl. */
-export function kuasarctlAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+export function kuasarctlAsync(args: string[], input?: string): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [kuasarctlBundle(), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [kuasarctlBundle(), ...args], { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (input !== undefined) child.stdin!.end(input);
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
     child.on('close', (status) => resolve({ status, stdout, stderr }));
   });

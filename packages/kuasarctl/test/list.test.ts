@@ -213,8 +213,19 @@ describe('kuasarctl inspect', () => {
   });
 });
 
-it('exec says which issue adds it and exits 2', () => {
-  const r = kuasarctl(['exec', 'p', 'sh']);
-  expect(r.stderr).toMatch(/not implemented yet \(issue 6/);
-  expect(r.status).toBe(2);
+describe('kuasarctl exec outside VM sandboxes', () => {
+  const dirs = () => flags().filter((_, i, a) => a[i] === '--dir' || a[i - 1] === '--dir');
+
+  it('refuses a runc sandbox and points at crictl exec (exit 1)', () => {
+    const r = kuasarctl(['exec', 'pod-b', ...dirs(), '--', 'true']);
+    expect(r.stderr).toContain('is a runc sandbox: kuasarctl exec runs commands only in VM (vmm) sandboxes');
+    expect(r.stderr).toContain('crictl exec');
+    expect(r.status).toBe(1);
+  });
+
+  it('an unknown sandbox id is an error (exit 1)', () => {
+    const r = kuasarctl(['exec', 'zzz', ...dirs(), '--', 'true']);
+    expect(r.stderr).toContain('sandbox "zzz" not found');
+    expect(r.status).toBe(1);
+  });
 });

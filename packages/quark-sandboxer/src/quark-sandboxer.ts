@@ -9,9 +9,10 @@ import {
   FailedPreconditionError, InternalError, InvalidArgumentError, SandboxError,
   type Logger, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
   addPodMember, podMembers, removeAllPodMembers, removePodMember,
+  sandboxIdOfContainer,
 } from '@kuasar/sandbox';
 import {
-  PodSettingsError, RuncSandboxer, SpecRewriteError, podCgroupsPath, podMetrics, podSettings, removePodCgroup,
+  PodSettingsError, SpecRewriteError, podCgroupsPath, podMetrics, podSettings, removePodCgroup,
   type PodMember, type PodSettings, type PodTasks,
 } from '@kuasar/runc-sandboxer';
 import { Code, TtrpcError, type OciSpec, type TaskHooks } from '@kuasar/task';
@@ -247,7 +248,7 @@ export class QuarkSandboxer implements Sandboxer {
   // ---- task hooks --------------------------------------------------------------------------------------------------
 
   private async prepareContainer(req: task.CreateTaskRequest, spec: OciSpec, namespace: string): Promise<OciSpec> {
-    const sandboxId = RuncSandboxer.sandboxIdOf(req.bundle, spec);
+    const sandboxId = sandboxIdOfContainer(req.bundle, spec);
     const rt = sandboxId !== undefined ? this.pods.get(sandboxId) : undefined;
     if (!rt) {
       // not one of our pods (ctr run; containerd 1.x CRI, whose pause container is a task): runsc's own annotations,

@@ -14,10 +14,10 @@ import type { StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '@kuasar/sandbox';
-import { Reaper, setChildSubreaper } from '@kuasar/sys';
+import { Reaper, setChildSubreaper, zombieChildren } from '@kuasar/sys';
 import type { SandboxEngine } from './sandbox-engine';
 import {
-  Code, OciCliEngine, TtrpcError, readPidFile, zombieChildren,
+  Code, OciCliEngine, TtrpcError, readPidFile,
   type ContainerCreate, type ContainerRef, type EngineAny, type EngineExit, type EngineStatus,
   type OciLinuxResources, type OciProcess, type OciSpec, type ProcessStdio,
 } from '@kuasar/task';

@@ -5,35 +5,7 @@ import * as fs from 'node:fs';
  * sandboxer restart, so recovery decides from these and not from anything kept in memory.
  */
 
-export interface ProcessIdentity {
-  pid: number;
-  /** Field 22 of /proc/<pid>/stat (clock ticks since boot): with the pid it names one process, even after pid reuse. */
-  startTime: string;
-}
-
-/** Start time and state of a process, or undefined when it does not exist. */
-export function readProcessStat(pid: number): { startTime: string; state: string } | undefined {
-  if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  // comm (field 2) may hold spaces and parentheses: fields resume after the LAST ')'.
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  // rest[0] is field 3 (state); field 22 is rest[19].
-  const state = rest[0];
-  const startTime = rest[19];
-  if (state === undefined || startTime === undefined) return undefined;
-  return { startTime, state };
-}
-
-/** True when the process runs (a zombie is dead: it only waits to be reaped) and is the same one we recorded. */
-export function isProcessAlive(id: ProcessIdentity): boolean {
-  const stat = readProcessStat(id.pid);
-  return stat !== undefined && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === id.startTime;
-}
+export { isProcessAlive, readProcessStat, type ProcessIdentity } from '@kuasar/sys';
 
 /** The pid namespace chain of a process (NSpid of /proc/<pid>/status): [host pid, ..., innermost pid]. */
 export function readNsPids(pid: number): number[] {

@@ -1,5 +1,3 @@
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { task, type google } from '@kuasar/api';
 import {
   FailedPreconditionError,
@@ -16,6 +14,7 @@ import {
   removeAllPodMembers,
   removePodMember,
   type PodMember,
+  sandboxIdOfContainer,
 } from '@kuasar/sandbox';
 import { Reaper } from '@kuasar/sys';
 import { Code, TtrpcError, type ContainerRef, type Engine, type OciSpec as TaskOciSpec, type TaskHooks, type TaskService } from '@kuasar/task';
@@ -41,7 +40,7 @@ import { SpecRewriteError, podSpecContext, rewriteContainerSpec, type OciSpec } 
  */
 
 /** CRI marks every container with its pod; containerd 2.x also writes the id to <bundle>/sandbox. */
-export const CRI_SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
+export { CRI_SANDBOX_ID_ANNOTATION } from '@kuasar/sandbox';
 export const SANDBOX_ID_ANNOTATION = 'io.kuasar.sandbox-id';
 /** `sandbox` on CRI's pause container, `container` on the others. */
 export const CRI_CONTAINER_TYPE_ANNOTATION = 'io.kubernetes.cri.container-type';
@@ -375,20 +374,9 @@ export class RuncSandboxer implements Sandboxer {
 
   // ---- task hooks -----------------------------------------------------------------------------------------------
 
-  /** The pod a container belongs to: containerd 2.x's <bundle>/sandbox file, else CRI's annotation. */
-  static sandboxIdOf(bundle: string, spec: OciSpec): string | undefined {
-    try {
-      const id = fs.readFileSync(path.join(bundle, 'sandbox'), 'utf8').trim();
-      if (id !== '') return id;
-    } catch {
-      // no sandbox file: containerd 1.x, or not attached to a sandbox
-    }
-    const a = spec.annotations?.[CRI_SANDBOX_ID_ANNOTATION];
-    return a && a !== '' ? a : undefined;
-  }
 
   private async prepareContainer(req: task.CreateTaskRequest, spec: OciSpec, namespace: string): Promise<OciSpec> {
-    const sandboxId = RuncSandboxer.sandboxIdOf(req.bundle, spec);
+    const sandboxId = sandboxIdOfContainer(req.bundle, spec);
     const rt = sandboxId !== undefined ? this.pods.get(sandboxId) : undefined;
     const log = this.logger.child({ id: req.id, namespace, sandbox: sandboxId });
     try {

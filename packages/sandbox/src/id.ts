@@ -5,8 +5,9 @@ import { InvalidArgumentError } from './errors';
 const MAX_LENGTH = 76;
 const IDENTIFIER = /^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$/;
 
-// Entries the framework itself keeps in the state dir beside the per-sandbox dirs.
-export const RESERVED_NAMES: ReadonlySet<string> = new Set(['tasks', 'task.sock']);
+// Entries kept in the state dir beside the per-sandbox dirs: the framework's (task records, task socket, relay) and
+// the vmm sandboxer's debug socket.
+export const RESERVED_NAMES: ReadonlySet<string> = new Set(['tasks', 'task.sock', 'relay.sock', 'relay.pid', 'debug.sock']);
 
 /** Throws InvalidArgumentError unless `id` is a valid containerd identifier that is not a reserved state-dir name. */
 export function validateSandboxId(id: unknown): asserts id is string {

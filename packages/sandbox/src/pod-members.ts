@@ -51,3 +51,18 @@ export function podMembers(sandbox: Pick<Sandbox, 'dir'>): PodMember[] {
     return [{ namespace, id, bundle }];
   });
 }
+
+/** CRI's annotation naming a container's pod on every version. */
+export const CRI_SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
+
+/** The pod a container belongs to: containerd 2.x's `<bundle>/sandbox` file, else CRI's annotation. */
+export function sandboxIdOfContainer(bundle: string, spec: { annotations?: Record<string, string> }): string | undefined {
+  try {
+    const id = fs.readFileSync(path.join(bundle, 'sandbox'), 'utf8').trim();
+    if (id !== '') return id;
+  } catch {
+    // no sandbox file: containerd 1.x, or a task outside any sandbox (ctr run)
+  }
+  const a = spec.annotations?.[CRI_SANDBOX_ID_ANNOTATION];
+  return a ? a : undefined;
+}

@@ -12,10 +12,10 @@ import { Code, TtrpcError, type ContainerRef, type OciSpec, type TaskHooks, type
 import type { Logger } from 'pino';
 import { POD_SANDBOX_CONFIG_TYPE, type CreateParams, type SandboxController } from './controller';
 import { messageOf, statusCodeOf } from './errors';
+import { CRI_SANDBOX_ID_ANNOTATION } from './pod-members';
 import type { Sandbox } from './sandbox';
 
 export const CRI_CONTAINER_TYPE_ANNOTATION = 'io.kubernetes.cri.container-type';
-export const CRI_SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
 const CRI_SANDBOX_NAME = 'io.kubernetes.cri.sandbox-name';
 const CRI_SANDBOX_NAMESPACE = 'io.kubernetes.cri.sandbox-namespace';
 const CRI_SANDBOX_UID = 'io.kubernetes.cri.sandbox-uid';

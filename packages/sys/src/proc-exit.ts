@@ -98,6 +98,9 @@ export class ProcExitListener {
   }
 
   watch(pid: number): void {
+    // Events already queued are from before this call: read them first, so an earlier exit of a process that had
+    // this pid (pid reuse) is never taken for this one.
+    this.drain();
     this.watched.add(pid);
   }
 

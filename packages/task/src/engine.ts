@@ -86,6 +86,11 @@ export interface Engine {
    * exits through this listener. Without it the core reaps the returned host pids itself (subreaper + Reaper).
    */
   onExit?(listener: (exit: EngineExit) => void): void;
+  /**
+   * Present only on engines whose terminals live elsewhere (a VM's guest): the host pty the core holds is not the
+   * process's terminal, so the engine forwards the new size. Without it the core sets the size on its console fd.
+   */
+  resize?(c: ContainerRef, execId: string | undefined, width: number, height: number): Promise<void>;
   /** optional: OOM kill counter of the container, polled by the core to publish TaskOOM */
   oomKills?(c: ContainerRef): Promise<bigint | undefined>;
 }

@@ -7,7 +7,7 @@ export type { TaskCallContext, TaskHooks, TaskServiceOptions } from './task-serv
 export { registerTaskService, taskImplementation } from './task-server';
 export { EventPublisher, ttrpcAddress, DEFAULT_TTRPC_ADDRESS } from './events';
 export type { EventPublisherOptions, Publisher } from './events';
-export { OciCliEngine, readPidFile, zombieChildren } from './engines/oci-cli';
+export { OciCliEngine, readPidFile } from './engines/oci-cli';
 export type { OciCliEngineOptions, OciRunOptions } from './engines/oci-cli';
 export { ProcessIO, parseIOTarget } from './process-io';
 export type { IOTarget, StdioPaths } from './process-io';

@@ -1,14 +1,14 @@
 // The Task API (containerd.task.v2/v3.Task) with containerd-shim-runc-v2 semantics, over any Engine.
 // The service owns the process table, IO, exits (subreaper + Reaper for host processes), events, persistence and
 // recovery; the engine only runs and signals processes.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   OCI_LINUX_RESOURCES_TYPE_URL, OCI_PROCESS_TYPE_URL, anyTypeName, packAny, packTaskEvent, runcOptions, timestampFromDate,
   unpackAny, unpackJsonAny, type google, type task, type TaskEventTopic, type TaskEventMessage, types,
 } from '@kuasar/api';
-import { ConsoleSocket, ProcExitListener, Reaper, setChildSubreaper, setWinsize } from '@kuasar/sys';
+import { ConsoleSocket, ProcExitListener, Reaper, setChildSubreaper, setWinsize, zombieChildren } from '@kuasar/sys';
 import type { Logger } from 'pino';
 import type { ContainerRef, Engine, EngineExit, RuntimeOptions } from './engine';
 import { Code, TtrpcError } from './errors';
@@ -624,6 +624,12 @@ export class TaskService {
   async resizePty(req: task.ResizePtyRequest, ctx?: TaskCallContext): Promise<google.Empty> {
     const c = this.container(req.id, ctx);
     const p = this.processOf(c, req.execId);
+    if (this.engine.resize) {
+      // the terminal is the engine's (e.g. a pty in the VM), not the console fd the core holds
+      if (!p.stdio.terminal) throw new TtrpcError(Code.FAILED_PRECONDITION, `${describe(c, p)} has no terminal`);
+      await this.engine.resize(c.ref, p.execId || undefined, req.width, req.height);
+      return {};
+    }
     const fd = p.io?.consoleFd;
     if (fd === undefined) throw new TtrpcError(Code.FAILED_PRECONDITION, `${describe(c, p)} has no terminal`);
     setWinsize(fd, req.height, req.width);
@@ -720,24 +726,7 @@ export class TaskService {
    * a whole sweep period — libuv reaps its children as soon as SIGCHLD arrives, so by then they are not libuv's.
    */
   private sweepOrphans(): void {
-    const now = new Set<number>();
-    let names: string[];
-    try {
-      names = readdirSync('/proc');
-    } catch {
-      return;
-    }
-    for (const name of names) {
-      const pid = Number(name);
-      if (!Number.isInteger(pid) || pid <= 0) continue;
-      try {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-        if (f[0] === 'Z' && Number(f[1]) === process.pid) now.add(pid);
-      } catch {
-        /* gone */
-      }
-    }
+    const now = zombieChildren();
     for (const pid of now) {
       if (this.zombies.has(pid) && !this.byPid.has(pid) && !this.reaper!.has(pid)) this.reaper!.track(pid);
     }

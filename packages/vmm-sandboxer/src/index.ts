@@ -14,3 +14,5 @@ export { VmmEngine, SANDBOX_ID_ANNOTATION } from './vmm-engine';
 export { VmmSandboxer, CRI_SANDBOX_ID_ANNOTATION, cgroupfsPath } from './vmm-sandboxer';
 export type { PodNetwork, PodNetworkAttachment, VmmSandboxerOptions } from './vmm-sandboxer';
 export { vmmSandboxerSpec } from './sandboxer-spec';
+export { DebugSocket, DebugFrame, DebugFrameReader, DEBUG_SOCKET, MAX_DEBUG_FRAME, encodeDebugFrame, parseDebugRequest } from './debug-socket';
+export type { DebugExecRequest } from './debug-socket';

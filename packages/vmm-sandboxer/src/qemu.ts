@@ -6,6 +6,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import type { Logger } from '@kuasar/sandbox';
 import type { VmmConfig, VmSize } from './config';
+import { isProcessAlive, readProcessStat, type ProcessIdentity } from '@kuasar/sys';
 
 /** Files of one VM, all in its sandbox dir. */
 export const AGENT_SOCKET = 'agent.sock';
@@ -43,11 +44,8 @@ export interface VmSpec {
 }
 
 /** A running QEMU: the pid with its start time names it even after pid reuse. */
-export interface VmIdentity {
-  pid: number;
-  /** field 22 of /proc/<pid>/stat */
-  startTime: string;
-}
+/** pid + start time: names one QEMU process even after pid reuse */
+export type VmIdentity = ProcessIdentity;
 
 export interface LaunchOptions {
   /** join this network namespace (the pod's, from CNI) */
@@ -74,25 +72,8 @@ export interface Hypervisor {
   adopt(identity: VmIdentity): Vm | undefined;
 }
 
-export function readProcessStartTime(pid: number): { startTime: string; state: string } | undefined {
-  if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  let text: string;
-  try {
-    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  } catch {
-    return undefined;
-  }
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  const state = rest[0];
-  const startTime = rest[19];
-  if (state === undefined || startTime === undefined) return undefined;
-  return { startTime, state };
-}
-
-export function isAlive(id: VmIdentity): boolean {
-  const s = readProcessStartTime(id.pid);
-  return s !== undefined && s.state !== 'Z' && s.state !== 'X' && s.startTime === id.startTime;
-}
+/** A QEMU process of ours; `isAlive` tells whether it still runs (a zombie does not). */
+export const isAlive = isProcessAlive;
 
 /** QEMU's command line for a VM (without the binary). Pure: unit-tested. */
 export function qemuArgs(cfg: Pick<VmmConfig, 'kernel' | 'initrd' | 'machine' | 'shareFs' | 'debugConsole'>, spec: VmSpec): string[] {
@@ -274,7 +255,7 @@ export class Qemu implements Hypervisor {
       child.once('error', (e) => reject(new VmError('launch_failed', `cannot start QEMU for ${spec.id}: ${e.message}`, { cause: e })));
     });
     child.unref();
-    const stat = readProcessStartTime(pid);
+    const stat = readProcessStat(pid);
     const exitedEarly = new Promise<string>((resolve) => child.once('exit', (code, sig) => resolve(sig ?? `exit ${code}`)));
     // the launch script has joined the cgroups and the netns once the pid runs QEMU itself
     const qemuReal = fs.realpathSync(this.cfg.qemu);

@@ -1,4 +1,6 @@
+import * as path from 'node:path';
 import { type SandboxerSpec } from '@kuasar/sandbox';
+import { DEBUG_SOCKET } from './debug-socket';
 import { attachPodNetwork, detachPodNetwork } from './network';
 import { VMM_CONFIG_SCHEMA, resolveVmmConfig } from './config';
 import { Qemu } from './qemu';
@@ -22,7 +24,7 @@ export function vmmSandboxerSpec(version: string, o: VmmSandboxerSpecOptions = {
     version,
     description: 'Kuasar vmm sandboxer: microVM pods on QEMU, one resident process serving the Sandbox Controller and Task API',
     configSchema: VMM_CONFIG_SCHEMA,
-    createSandboxer(ctx) {
+    async createSandboxer(ctx) {
       const config = resolveVmmConfig(ctx.config);
       const hypervisor = new Qemu({ config, logger: ctx.logger });
       const log = ctx.logger.child({ component: 'pod-network' });
@@ -30,7 +32,9 @@ export function vmmSandboxerSpec(version: string, o: VmmSandboxerSpecOptions = {
         attach: (netnsPath) => attachPodNetwork(netnsPath, { logger: log }),
         detach: (netnsPath) => detachPodNetwork(netnsPath, { logger: log }),
       };
-      return new VmmSandboxer({ config, hypervisor, logger: ctx.logger, network });
+      const sandboxer = new VmmSandboxer({ config, hypervisor, logger: ctx.logger, network });
+      await sandboxer.serveDebug(path.join(ctx.dir, DEBUG_SOCKET));
+      return sandboxer;
     },
     createEngine(ctx, sandboxer) {
       engine = new VmmEngine({ pods: sandboxer.pods, logger: ctx.logger });

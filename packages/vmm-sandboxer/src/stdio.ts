@@ -11,7 +11,7 @@ import { Code, TtrpcError, type ProcessStdio } from '@kuasar/task';
 import type { Session, Stream } from '@kuasar/vmm-protocol';
 import type { Logger } from '@kuasar/sandbox';
 import type { StreamRecord } from './pod-vm';
-import { isAlive, readProcessStartTime } from './qemu';
+import { isProcessAlive as isAlive, readProcessStat } from '@kuasar/sys';
 
 /**
  * containerd stops reading a FIFO at its first EOF. Our write ends die with the sandboxer process, so across a
@@ -24,7 +24,7 @@ function spawnHolder(fds: number[]): { pid: number; startTime: string } | undefi
     const child = spawn('sleep', ['infinity'], { stdio: ['ignore', 'ignore', 'ignore', ...fds], detached: true });
     child.on('error', () => undefined);
     child.unref();
-    const stat = child.pid ? readProcessStartTime(child.pid) : undefined;
+    const stat = child.pid ? readProcessStat(child.pid) : undefined;
     return child.pid && stat ? { pid: child.pid, startTime: stat.startTime } : undefined;
   } catch {
     return undefined; // without a holder only a restart loses the FIFO readers

@@ -192,6 +192,12 @@ export class VmmEngine implements Engine {
     }
   }
 
+  /** The process's terminal is a pty in the guest (the host pty is raw and only carries bytes): size it there. */
+  async resize(c: ContainerRef, execId: string | undefined, width: number, height: number): Promise<void> {
+    const pod = await this.podFor(c);
+    await pod.agent.call('process.resize', { containerId: c.id, ...(execId ? { execId } : {}), width, height });
+  }
+
   async pids(c: ContainerRef): Promise<number[]> {
     const pod = await this.podFor(c);
     return (await pod.agent.call<{ pids: number[] }>('container.pids', { id: c.id })).pids;

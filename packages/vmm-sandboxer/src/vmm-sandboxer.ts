@@ -7,19 +7,21 @@ import { task, type cri, type google } from '@kuasar/api';
 import {
   InternalError, InvalidArgumentError, SandboxError, StatusCode, addPodMember, podMembers, removeAllPodMembers,
   removePodMember, type Logger, type PodMember, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
+  sandboxIdOfContainer,
 } from '@kuasar/sandbox';
 import {
   Code, TtrpcError, packCgroupMetrics, readMetrics, resolveCgroupDirs,
   type CgroupDirs, type OciSpec, type TaskHooks, type TaskService,
 } from '@kuasar/task';
 import { vmSize, type VmmConfig, type VmSize } from './config';
+import { DebugSocket } from './debug-socket';
 import { PodVm, VM_RECORD, killHolders, readVmRecord, type PodRegistry, type VmRecord } from './pod-vm';
 import { CONSOLE_LOG, SHARED_DIR, VmError, consoleTail, type Hypervisor } from './qemu';
 import { mountPointsUnder, unmountShares } from './shares';
 import { SANDBOX_ID_ANNOTATION, type VmmEngine } from './vmm-engine';
 
 /** CRI marks every container with its pod; containerd 2.x also writes the id to <bundle>/sandbox. */
-export const CRI_SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
+export { CRI_SANDBOX_ID_ANNOTATION } from '@kuasar/sandbox';
 const SIGTERM = 15;
 const SIGKILL = 9;
 /** after SIGKILL, how long Stop waits for the containers' exits before it ends the VM anyway */
@@ -94,6 +96,25 @@ function cgroupDirsOf(parent: string): CgroupDirs {
 }
 
 /** The directories QEMU joins: chosen v1 controllers and the unified hierarchy. */
+/**
+ * Removes an (empty) cgroup dir; undefined when done or already gone, else the errno code. A QEMU that was just
+ * killed stays in cgroup.procs until it is reaped, so EBUSY is retried for a moment.
+ */
+async function removeCgroupDir(dir: string): Promise<string | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.rmdirSync(dir);
+      return undefined;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      if (code === 'ENOENT') return undefined;
+      if (code !== 'EBUSY' || attempt >= CGROUP_BUSY_RETRIES) return code;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const CGROUP_BUSY_RETRIES = 60;
+
 function joinDirs(dirs: CgroupDirs): string[] {
   const out = new Set<string>();
   for (const c of V1_CONTROLLERS) if (dirs.v1[c]) out.add(dirs.v1[c]!);
@@ -124,6 +145,7 @@ export class VmmSandboxer implements Sandboxer {
   private readonly network: PodNetwork | undefined;
   private engine: VmmEngine | undefined;
   private tasks: TaskService | undefined;
+  private debug: DebugSocket | undefined;
 
   constructor(o: VmmSandboxerOptions) {
     this.cfg = o.config;
@@ -322,11 +344,8 @@ export class VmmSandboxer implements Sandboxer {
     }
     if (s.ownCgroupParent && s.cgroupParent) {
       for (const d of joinDirs(cgroupDirsOf(s.cgroupParent))) {
-        try {
-          fs.rmdirSync(d);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') errors.push(`cgroup ${d}: ${(err as NodeJS.ErrnoException).code}`);
-        }
+        const code = await removeCgroupDir(d);
+        if (code) errors.push(`cgroup ${d}: ${code}`);
       }
     }
     const rec = readVmRecord(sandbox.dir);
@@ -372,19 +391,9 @@ export class VmmSandboxer implements Sandboxer {
 
   // ---- task hooks -----------------------------------------------------------------------------------------------
 
-  static sandboxIdOf(bundle: string, spec: OciSpec): string | undefined {
-    try {
-      const id = fs.readFileSync(path.join(bundle, 'sandbox'), 'utf8').trim();
-      if (id !== '') return id;
-    } catch {
-      // no sandbox file: containerd 1.x, or not attached to a sandbox
-    }
-    const a = spec.annotations?.[CRI_SANDBOX_ID_ANNOTATION];
-    return a ? a : undefined;
-  }
 
   private prepareContainer(req: task.CreateTaskRequest, spec: OciSpec, namespace: string): OciSpec {
-    const sandboxId = VmmSandboxer.sandboxIdOf(req.bundle, spec);
+    const sandboxId = sandboxIdOfContainer(req.bundle, spec);
     const pod = sandboxId !== undefined ? this.pods.get(sandboxId) : undefined;
     if (!pod) {
       throw new TtrpcError(Code.FAILED_PRECONDITION,
@@ -442,8 +451,18 @@ export class VmmSandboxer implements Sandboxer {
     if (!(await waitAll(KILL_WAIT_MS))) sandbox.logger.warn('containers still running after SIGKILL; ending the VM anyway');
   }
 
+  /** `kuasarctl exec`'s socket; without it (another process holds the path) pods still run, only exec is missing. */
+  async serveDebug(socketPath: string): Promise<void> {
+    try {
+      this.debug = await DebugSocket.listen(socketPath, this.pods, this.logger);
+    } catch (err) {
+      this.logger.error({ socket: socketPath, err: (err as Error).message }, 'debug socket unavailable; kuasarctl exec will not work');
+    }
+  }
+
   /** Stops watching VMs; they keep running (this is not a Shutdown). */
   close(): void {
+    void this.debug?.close();
     this.engine?.close();
     for (const pod of this.pods.values()) pod.detach();
   }

@@ -4,12 +4,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { task } from '@kuasar/api';
 import type { google } from '@kuasar/api';
-import type { Logger, Sandbox, SandboxExit, SandboxStartResult, Sandboxer } from '@kuasar/sandbox';
+import { sandboxIdOfContainer, type Logger, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer } from '@kuasar/sandbox';
 import { Code, TtrpcError, type OciSpec, type TaskHooks, type TaskService } from '@kuasar/task';
 import { packWasmMetrics, type WasmEngine } from './wasm-engine';
 
 /** CRI marks every container with its pod; containerd 2.x also writes the id to <bundle>/sandbox. */
-export const CRI_SANDBOX_ID_ANNOTATION = 'io.kubernetes.cri.sandbox-id';
+export { CRI_SANDBOX_ID_ANNOTATION } from '@kuasar/sandbox';
 const MEMBERS_DIR = 'containers';
 const SIGTERM = 15;
 const SIGKILL = 9;
@@ -135,20 +135,9 @@ export class WasmSandboxer implements Sandboxer {
 
   // ---- task hooks ------------------------------------------------------------------------------------------------
 
-  /** The pod a container belongs to: containerd 2.x's <bundle>/sandbox file, else CRI's annotation. */
-  static sandboxIdOf(bundle: string, spec: OciSpec): string | undefined {
-    try {
-      const id = fs.readFileSync(path.join(bundle, 'sandbox'), 'utf8').trim();
-      if (id !== '') return id;
-    } catch {
-      // containerd 1.x, or a task outside any sandbox (ctr run)
-    }
-    const a = spec.annotations?.[CRI_SANDBOX_ID_ANNOTATION];
-    return a ? a : undefined;
-  }
 
   private prepareContainer(req: task.CreateTaskRequest, spec: OciSpec, namespace: string): OciSpec {
-    const id = WasmSandboxer.sandboxIdOf(req.bundle, spec);
+    const id = sandboxIdOfContainer(req.bundle, spec);
     const pod = id !== undefined ? this.pods.get(id) : undefined;
     // no pod of ours (ctr run, CRI 1.x's pause task): a standalone task
     if (!pod) return spec;

@@ -302,32 +302,6 @@ function runscHelpers(bundle: string, initPid: number): number[] {
   return out;
 }
 
-/**
- * Zombie children of this process. An engine whose runtime leaves helpers to its subreaper (runsc) reaps the ones
- * it sees twice in a row: Node reaps the children it spawned itself at once.
- */
-export function zombieChildren(): Set<number> {
-  const out = new Set<number>();
-  let names: string[] = [];
-  try {
-    names = readdirSync('/proc');
-  } catch {
-    return out;
-  }
-  for (const name of names) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid <= 0) continue;
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (f[0] === 'Z' && Number(f[1]) === process.pid) out.add(pid);
-    } catch {
-      /* gone */
-    }
-  }
-  return out;
-}
-
 function key(c: ContainerRef): string {
   return `${c.namespace}/${c.id}`;
 }

@@ -1,0 +1,60 @@
+// Process identity from /proc: a pid plus its start time names one process even after pid reuse. Recovery in every
+// sandboxer decides from this and not from anything kept in memory, since it is what survives a restart.
+import * as fs from 'node:fs';
+
+export interface ProcessIdentity {
+  pid: number;
+  /** Field 22 of /proc/<pid>/stat (clock ticks since boot): with the pid it names one process, even after pid reuse. */
+  startTime: string;
+}
+
+/** Start time and state of a process, or undefined when it does not exist. */
+export function readProcessStat(pid: number): { startTime: string; state: string } | undefined {
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  let text: string;
+  try {
+    text = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // comm (field 2) may hold spaces and parentheses: fields resume after the LAST ')'.
+  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // rest[0] is field 3 (state); field 22 is rest[19].
+  const state = rest[0];
+  const startTime = rest[19];
+  if (state === undefined || startTime === undefined) return undefined;
+  return { startTime, state };
+}
+
+/** True when the process runs (a zombie is dead: it only waits to be reaped) and is the same one we recorded. */
+export function isProcessAlive(id: ProcessIdentity): boolean {
+  const stat = readProcessStat(id.pid);
+  return stat !== undefined && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === id.startTime;
+}
+
+/**
+ * Zombie children of this process. As subreaper a sandboxer inherits orphans nobody tracks (runtime helpers such as
+ * runsc's, leftovers of host-pid containers); it reaps the ones it sees twice in a row, since Node reaps the
+ * children it spawned itself at once.
+ */
+export function zombieChildren(): Set<number> {
+  const out = new Set<number>();
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 0) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (f[0] === 'Z' && Number(f[1]) === process.pid) out.add(pid);
+    } catch {
+      /* gone */
+    }
+  }
+  return out;
+}
