@@ -239,7 +239,8 @@ export class Stack {
     expect(leftoverStateDirs([path.join(this.sbDir, 'tasks'), '/run/kuasar/runc', '/run/kuasar/crun'], ids)).toEqual([]);
     // sandbox dirs (records, namespace mounts, members) of the test's pods
     expect(ids.filter((id) => existsSync(path.join(this.sbDir, id)))).toEqual([]);
-    expect(leftoverSockets(this.sbDir, [this.sb.taskSocket, path.join(this.sbDir, "relay.sock")])).toEqual([]);
+    // the sandboxer's own sockets: task API, its relay, and the vmm sandboxer's debug socket (kuasarctl exec)
+    expect(leftoverSockets(this.sbDir, [this.sb.taskSocket, ...['relay.sock', 'debug.sock'].map((n) => path.join(this.sbDir, n))])).toEqual([]);
     expect(leftoverSockets(path.join(this.ctrd.dir, 'state'))).toEqual([]);
     expect(this.containerdErrors(expectedErrors)).toEqual([]);
   }
