@@ -4,7 +4,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cri, packAny, sandboxApi } from '@kuasar/api';
-import { createLogger, serveController, type ServingSandboxer } from '../src';
+import { OciCliEngine } from '@kuasar/task';
+import { createLogger, defineConfig, serveController, type SandboxerSpec, type ServingSandboxer } from '../src';
 import { SleepKind } from './sleep-kind';
 
 export interface LogLine {
@@ -131,4 +132,18 @@ export function pidAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+export const EMPTY_SCHEMA = defineConfig({});
+
+/** A whole sandboxer (framework + SleepKind + the runc engine's task server), as startSandboxer takes it. */
+export function sleepSandboxerSpec(kind: SleepKind): SandboxerSpec<typeof EMPTY_SCHEMA, SleepKind> {
+  return {
+    kind: 'test',
+    version: '1.0.0-test',
+    description: 'test sandboxer',
+    configSchema: EMPTY_SCHEMA,
+    createSandboxer: () => kind,
+    createEngine: (ctx) => new OciCliEngine({ root: path.join(ctx.dir, '.runc'), logger: ctx.logger }),
+  };
 }

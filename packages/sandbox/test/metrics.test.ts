@@ -5,27 +5,16 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { sandboxApi, task } from '@kuasar/api';
-import { OciCliEngine } from '@kuasar/task';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
-import { ConfigError, buildCommand, createLogger, defineConfig, parseSandboxerConfig, startSandboxer, type SandboxerSpec } from '../src';
+import { ConfigError, buildCommand, createLogger, parseSandboxerConfig, startSandboxer } from '../src';
 import { parseMetricsAddress } from '../src/metrics';
-import { LogCapture, createRequest, pidAlive, rpc, tempDir } from './harness';
+import { EMPTY_SCHEMA, LogCapture, createRequest, pidAlive, rpc, sleepSandboxerSpec, tempDir } from './harness';
 import { SleepKind } from './sleep-kind';
 
 jest.setTimeout(30_000);
 
-const schema = defineConfig({});
-
-function spec(kind: SleepKind): SandboxerSpec<typeof schema, SleepKind> {
-  return {
-    kind: 'test',
-    version: '1.0.0-test',
-    description: 'test sandboxer',
-    configSchema: schema,
-    createSandboxer: () => kind,
-    createEngine: (ctx) => new OciCliEngine({ root: path.join(ctx.dir, '.runc'), logger: ctx.logger }),
-  };
-}
+const schema = EMPTY_SCHEMA;
+const spec = sleepSandboxerSpec;
 
 function get(target: { port?: number; socketPath?: string }, urlPath: string, method = 'GET'): Promise<{ status: number; type: string; body: string }> {
   return new Promise((resolve, reject) => {

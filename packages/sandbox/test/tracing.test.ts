@@ -6,26 +6,15 @@ import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { sandboxApi, task } from '@kuasar/api';
-import { OciCliEngine } from '@kuasar/task';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
-import { ConfigError, createLogger, defineConfig, parseSandboxerConfig, startSandboxer, tracesEndpoint, type SandboxerSpec } from '../src';
-import { createRequest, pidAlive, rpc, tempDir } from './harness';
+import { ConfigError, createLogger, parseSandboxerConfig, startSandboxer, tracesEndpoint } from '../src';
+import { EMPTY_SCHEMA, createRequest, pidAlive, rpc, sleepSandboxerSpec, tempDir } from './harness';
 import { SleepKind } from './sleep-kind';
 
 jest.setTimeout(30_000);
 
-const schema = defineConfig({});
-
-function spec(kind: SleepKind): SandboxerSpec<typeof schema, SleepKind> {
-  return {
-    kind: 'test',
-    version: '1.0.0-test',
-    description: 'test sandboxer',
-    configSchema: schema,
-    createSandboxer: () => kind,
-    createEngine: (ctx) => new OciCliEngine({ root: path.join(ctx.dir, '.runc'), logger: ctx.logger }),
-  };
-}
+const schema = EMPTY_SCHEMA;
+const spec = sleepSandboxerSpec;
 
 interface OtlpSpan {
   traceId: string;
