@@ -39,6 +39,8 @@ export function quarkRowSkipReason(): string | undefined {
 export interface QuarkRowResults {
   bareMs: number[];
   podMs: number[];
+  /** pods that failed to start (reported, not timed); see docs/quark-sandboxer.md */
+  podFailures: string[];
 }
 
 type Unary = (req: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
@@ -97,7 +99,16 @@ export async function measureQuarkStart(rounds: number, progress: (msg: string) 
     };
     progress('quark row: warm-up');
     await pod('warm', podContainerBundle(bundles, 'warm', ['echo', 'hi']));
-    const out: QuarkRowResults = { bareMs: [], podMs: [] };
+    const out: QuarkRowResults = { bareMs: [], podMs: [], podFailures: [] };
+    // A pod that fails to start is a finding to report, not a reason to lose the other samples.
+    const timedPod = async (id: string, bundle: string): Promise<void> => {
+      try {
+        out.podMs.push(await pod(id, bundle));
+      } catch (err) {
+        out.podFailures.push(`${id}: ${(err as Error).message}`);
+        progress(`quark row: pod ${id} failed: ${(err as Error).message}`);
+      }
+    };
     for (let i = 0; i < rounds; i++) {
       if (i % 5 === 0) progress(`quark row: ${i}/${rounds}`);
       // bundles (a busybox copy each) are made before the clock starts, for both
@@ -105,12 +116,13 @@ export async function measureQuarkStart(rounds: number, progress: (msg: string) 
       const pb = podContainerBundle(bundles, `qb${i}`, ['echo', 'hi']);
       if (i % 2 === 0) {
         out.bareMs.push(bare(`bare${i}`, bb));
-        out.podMs.push(await pod(`qb${i}`, pb));
+        await timedPod(`qb${i}`, pb);
       } else {
-        out.podMs.push(await pod(`qb${i}`, pb));
+        await timedPod(`qb${i}`, pb);
         out.bareMs.push(bare(`bare${i}`, bb));
       }
     }
+    if (out.podMs.length === 0) throw new Error(`quark row: every pod failed to start: ${out.podFailures.join('; ')}`);
     return out;
   } finally {
     conn?.close();
