@@ -130,6 +130,8 @@ export class RunscEngine implements SandboxEngine {
   /** reaped exit statuses of sandbox processes, for the containers they took down */
   private readonly sandboxExits = new Map<number, number>();
   private readonly sandboxWaiters = new Map<number, Array<(status: number) => void>>();
+  /** sandbox pid of each pod this process started, so destroySandbox can drop its exit record */
+  private readonly sandboxPids = new Map<string, number>();
   /** `runsc start` of each pod's root container (startSandbox returns before it ends) */
   private readonly rootStarts = new Map<string, Promise<void>>();
   /** containers created by this process or already re-adopted (see adoptExecs) */
@@ -184,6 +186,7 @@ export class RunscEngine implements SandboxEngine {
     const { pid, helpers } = await this.pods.create(ref, { spec, stdio: { terminal: false } });
     for (const h of helpers ?? []) this.trackPid(h, { kind: 'helper' });
     this.trackPid(pid, { kind: 'sandbox' });
+    this.sandboxPids.set(pod, pid);
     // The kernel is up once `create` returns. Starting its init (~100 ms) overlaps with what comes next (containerd
     // prepares and creates the first container); the pod's containers wait for it in start().
     const started = this.pods.start(ref).then(() => undefined, async (err: Error) => {
@@ -202,7 +205,9 @@ export class RunscEngine implements SandboxEngine {
    */
   sandboxExited(pid: number): Promise<number> {
     const known = this.sandboxExits.get(pid);
-    if (known !== undefined) return Promise.resolve(known);
+    // a recorded exit was reaped by us, so a live process with that pid is a newer one (pid reuse)
+    if (known !== undefined && !fs.existsSync(`/proc/${pid}`)) return Promise.resolve(known);
+    this.sandboxExits.delete(pid);
     return new Promise((resolve) => {
       const list = this.sandboxWaiters.get(pid) ?? [];
       list.push(resolve);
@@ -226,6 +231,9 @@ export class RunscEngine implements SandboxEngine {
     }
     for (const [k, w] of this.watched) if (w.at.stateDir === dir) this.watched.delete(k);
     this.rootStarts.delete(pod);
+    const pid = this.sandboxPids.get(pod);
+    this.sandboxPids.delete(pod);
+    if (pid !== undefined && !this.tracked.has(pid)) this.sandboxExits.delete(pid);
     fs.rmSync(dir, { recursive: true, force: true });
   }
 
@@ -459,6 +467,9 @@ export class RunscEngine implements SandboxEngine {
   }
 
   private trackPid(pid: number, t: Tracked): void {
+    // pids wrap (pid_max is 32768 on small nodes): a new sandbox may reuse the pid of one that exited earlier, whose
+    // recorded status must not be taken for the new one's
+    if (t.kind === 'sandbox') this.sandboxExits.delete(pid);
     this.tracked.set(pid, t);
     this.reaper.track(pid);
   }
