@@ -9,11 +9,11 @@ import {
   FailedPreconditionError, InternalError, InvalidArgumentError, SandboxError,
   type Logger, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
   addPodMember, podMembers, removeAllPodMembers, removePodMember,
-  sandboxIdOfContainer,
+  sandboxIdOfContainer, PodExit, stopPodMembers, type PodMember, type PodTasks,
 } from '@kuasar/sandbox';
 import {
   PodSettingsError, SpecRewriteError, podCgroupsPath, podMetrics, podSettings, removePodCgroup,
-  type PodMember, type PodSettings, type PodTasks,
+  type PodSettings,
 } from '@kuasar/runc-sandboxer';
 import { Code, TtrpcError, type OciSpec, type TaskHooks } from '@kuasar/task';
 import type { task } from '@kuasar/api';
@@ -22,7 +22,6 @@ import type { SandboxEngine } from './sandbox-engine';
 
 const SIGTERM = 15;
 const SIGKILL = 9;
-const KILL_WAIT_MS = 5_000;
 const ROOT_BUNDLE = 'sandbox';
 
 /** The kind's state in sandbox.json (`kindState`). */
@@ -91,20 +90,9 @@ export function sandboxSpec(id: string, rootfs: string, pause: string, s: PodSet
 }
 
 /** A pod this process knows. */
-class PodRuntime {
-  readonly exited: Promise<SandboxExit>;
-  private settle!: (exit: SandboxExit) => void;
-  done = false;
-  stopping = false;
-
+class PodRuntime extends PodExit {
   constructor(readonly sandbox: Sandbox) {
-    this.exited = new Promise((r) => (this.settle = r));
-  }
-
-  resolveExit(exitStatus: number): void {
-    if (this.done) return;
-    this.done = true;
-    this.settle({ exitStatus, exitedAt: new Date() });
+    super();
   }
 }
 
@@ -160,7 +148,7 @@ export class QuarkSandboxer implements Sandboxer {
     const start = startTimeOf(pid);
     if (start) state.sandboxStart = start;
     void this.engine.sandboxExited(pid).then((status) => {
-      if (!rt.done) sandbox.logger.info({ pid, status }, 'pod sandbox exited');
+      if (!rt.hasExited) sandbox.logger.info({ pid, status }, 'pod sandbox exited');
       rt.resolveExit(status);
     });
     // CRI builds /proc/<pid>/ns paths from this pid: the sandbox's own namespaces (prepareContainer drops them for
@@ -257,7 +245,7 @@ export class QuarkSandboxer implements Sandboxer {
       return spec;
     }
     const sandbox = rt.sandbox;
-    if (sandbox.record.state !== 'ready' || rt.done || rt.stopping) {
+    if (sandbox.record.state !== 'ready' || !rt.accepting) {
       throw new TtrpcError(Code.FAILED_PRECONDITION, `sandbox ${sandbox.id} is not running`);
     }
     if (req.id === sandbox.id) throw new TtrpcError(Code.ALREADY_EXISTS, `container id ${req.id} is the pod's own sandbox id`);
@@ -302,30 +290,7 @@ export class QuarkSandboxer implements Sandboxer {
 
   /** SIGTERM every app container, SIGKILL what is left after the timeout, then wait briefly for the exits. */
   private async stopContainers(sandbox: Sandbox, timeoutSecs: number): Promise<void> {
-    const members = this.members(sandbox);
-    const tasks = this.tasks;
-    if (members.length === 0 || !tasks) return;
-    const log = sandbox.logger;
-    const waitAll = async (ms: number): Promise<boolean> => {
-      const ac = new AbortController();
-      const timer = setTimeout(() => ac.abort(), ms);
-      try {
-        await Promise.all(members.map((m) => tasks.waitExit(m, ac.signal)));
-        return true;
-      } catch {
-        return false;
-      } finally {
-        clearTimeout(timer);
-      }
-    };
-    const signalAll = (signal: number): Promise<unknown> =>
-      Promise.all(members.map((m) => tasks.kill(m, signal).catch((err: Error) => log.warn({ container: m.id, signal, err: err.message }, 'kill failed'))));
-    if (timeoutSecs > 0) {
-      await signalAll(SIGTERM);
-      if (await waitAll(timeoutSecs * 1000)) return;
-    }
-    await signalAll(SIGKILL);
-    if (!(await waitAll(KILL_WAIT_MS))) log.warn('containers still running after SIGKILL; destroying the sandbox anyway');
+    if (this.tasks) await stopPodMembers(this.members(sandbox), this.tasks, { timeoutSecs, logger: sandbox.logger });
   }
 }
 

@@ -1,4 +1,4 @@
-import { task, type google } from '@kuasar/api';
+import type { task, google } from '@kuasar/api';
 import {
   FailedPreconditionError,
   InternalError,
@@ -15,9 +15,14 @@ import {
   removePodMember,
   type PodMember,
   sandboxIdOfContainer,
+  KILL_WAIT_MS,
+  PodExit,
+  stopPodMembers,
+  removeLostMembers,
+  type PodTasks,
 } from '@kuasar/sandbox';
 import { Reaper } from '@kuasar/sys';
-import { Code, TtrpcError, type ContainerRef, type Engine, type OciSpec as TaskOciSpec, type TaskHooks, type TaskService } from '@kuasar/task';
+import { Code, TtrpcError, type ContainerRef, type Engine, type OciSpec as TaskOciSpec, type TaskHooks } from '@kuasar/task';
 import { DEFAULT_ENGINE_OPTIONS, EngineOptionsError, engineOptionsFromAny, type EngineOptions } from './engine-options';
 import { withEngineAnnotation } from './engine-select';
 import { killPodCgroup, podMetrics, removePodCgroup } from './pod-cgroup';
@@ -44,56 +49,11 @@ export { CRI_SANDBOX_ID_ANNOTATION } from '@kuasar/sandbox';
 export const SANDBOX_ID_ANNOTATION = 'io.kuasar.sandbox-id';
 /** `sandbox` on CRI's pause container, `container` on the others. */
 export const CRI_CONTAINER_TYPE_ANNOTATION = 'io.kubernetes.cri.container-type';
-const SIGTERM = 15;
 const SIGKILL = 9;
-/** After SIGKILL, how long Stop waits for containers to be gone before tearing the pod down anyway. */
-const KILL_WAIT_MS = 5_000;
 /** A container of a pod, as recorded when it joined (enough to signal it without the task core's tables). */
 export type { PodMember };
 
-/** What Stop needs to end a pod's containers. */
-export interface PodTasks {
-  /** Signals every process of the container; a container already gone is not an error. */
-  kill(m: PodMember, signal: number): Promise<void>;
-  /** Resolves when the container's processes have exited (or the container is gone); rejects when `signal` aborts. */
-  waitExit(m: PodMember, signal: AbortSignal): Promise<void>;
-  /**
-   * Forgets a container that outlived its pod (containerd never deleted it, e.g. it lost the task over a restart):
-   * its runtime state and task record go with the pod. A container already gone is not an error.
-   */
-  remove?(m: PodMember): Promise<void>;
-}
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof TtrpcError && err.code === Code.NOT_FOUND;
-}
-
-/** PodTasks through the Task API core (exit statuses are then the ones the core reports). */
-export function taskServicePodTasks(service: TaskService): PodTasks {
-  return {
-    async kill(m, signal) {
-      try {
-        await service.kill(task.KillRequest.fromPartial({ id: m.id, signal, all: true }), { namespace: m.namespace });
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
-    },
-    async waitExit(m, signal) {
-      try {
-        await service.wait(task.WaitRequest.fromPartial({ id: m.id }), { namespace: m.namespace, signal });
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
-    },
-    async remove(m) {
-      try {
-        await service.delete(task.DeleteRequest.fromPartial({ id: m.id }), { namespace: m.namespace });
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
-    },
-  };
-}
+export { taskServicePodTasks, type PodTasks } from '@kuasar/sandbox';
 
 /**
  * PodTasks through the engine alone, for wiring where the sandboxer gets the engine but not the task core (the
@@ -138,28 +98,16 @@ interface RuncPodState {
 }
 
 /** A pod this process knows: its exit, and how its holder is watched. */
-class PodRuntime {
-  readonly exited: Promise<SandboxExit>;
-  private settle!: (exit: SandboxExit) => void;
-  private done = false;
+class PodRuntime extends PodExit {
   poll: NodeJS.Timeout | undefined;
-  /** Set by Stop: containers created from now on could escape its kill, so they are refused. */
-  stopping = false;
 
   constructor(readonly sandbox: Sandbox) {
-    this.exited = new Promise((r) => (this.settle = r));
+    super();
   }
 
-  resolveExit(exitStatus: number): void {
-    if (this.done) return;
-    this.done = true;
-    if (this.poll) clearInterval(this.poll);
-    this.poll = undefined;
-    this.settle({ exitStatus, exitedAt: new Date() });
-  }
-
-  get hasExited(): boolean {
-    return this.done;
+  override resolveExit(exitStatus: number): void {
+    this.close();
+    super.resolveExit(exitStatus);
   }
 
   close(): void {
@@ -306,13 +254,7 @@ export class RuncSandboxer implements Sandboxer {
     // containerd 1.x's pause task goes when that task is deleted: CRI deletes the other tasks itself once it sees
     // the exits the stop caused, so their records stay for it.
     const lost = sandbox.record.task ? [] : this.members(sandbox);
-    for (const m of lost) {
-      try {
-        await this.tasks?.remove?.(m);
-      } catch (err) {
-        sandbox.logger.warn({ container: m.id, err: (err as Error).message }, 'cannot remove a container left in the pod');
-      }
-    }
+    if (this.tasks) await removeLostMembers(lost, this.tasks, sandbox.logger);
     try {
       await tearDownPodNamespaces(sandbox.dir, { logger: sandbox.logger });
     } catch (err) {
@@ -391,7 +333,7 @@ export class RuncSandboxer implements Sandboxer {
       // pod's namespaces like any container and keeps the pid namespace CRI gave it, which the pod's POD-pid
       // containers join through /proc/<pause pid>/ns/pid; it is the pod itself, not one of its members.
       const isPodTask = sandbox.record.task?.id === req.id && sandbox.record.task.namespace === namespace;
-      if (sandbox.record.state !== 'ready' || rt.hasExited || rt.stopping) {
+      if (sandbox.record.state !== 'ready' || !rt.accepting) {
         throw new TtrpcError(Code.FAILED_PRECONDITION, `sandbox ${sandbox.id} is not running`);
       }
       const state = stateOf(sandbox);
@@ -433,36 +375,12 @@ export class RuncSandboxer implements Sandboxer {
   private async stopContainers(sandbox: Sandbox, timeoutSecs: number): Promise<void> {
     const members = this.members(sandbox);
     if (members.length === 0) return;
-    const tasks = this.tasks;
-    if (!tasks) {
+    if (!this.tasks) {
       sandbox.logger.warn({ containers: members.length }, 'no task core attached; containers are not stopped');
       return;
     }
-    const log = sandbox.logger;
-    const waitAll = async (ms: number): Promise<boolean> => {
-      const ac = new AbortController();
-      const timer = setTimeout(() => ac.abort(), ms);
-      try {
-        await Promise.all(members.map((m) => tasks.waitExit(m, ac.signal)));
-        return true;
-      } catch {
-        return false;
-      } finally {
-        clearTimeout(timer);
-      }
-    };
-    const signalAll = (signal: number): Promise<unknown> =>
-      Promise.all(
-        members.map((m) => tasks.kill(m, signal).catch((err: Error) => log.warn({ container: m.id, signal, err: err.message }, 'kill failed'))),
-      );
-    if (timeoutSecs > 0) {
-      await signalAll(SIGTERM);
-      if (await waitAll(timeoutSecs * 1000)) return;
-    }
-    await signalAll(SIGKILL);
-    // A container the runtime can no longer signal (its bundle is gone) is still in the pod cgroup.
-    await this.sweepPodCgroup(sandbox, 0);
-    if (!(await waitAll(KILL_WAIT_MS))) log.warn('containers still running after SIGKILL; tearing the pod down anyway');
+    // a container the runtime can no longer signal (its bundle is gone) is still in the pod cgroup
+    await stopPodMembers(members, this.tasks, { timeoutSecs, logger: sandbox.logger, afterKill: () => this.sweepPodCgroup(sandbox, 0) });
   }
 
   /**

@@ -18,4 +18,5 @@ export * from './task-relay';
 // Types only: the module itself (and prom-client) is loaded by cli.ts when metrics are asked for.
 export type { MetricsAddress, MetricsServer, SandboxerMetrics } from './metrics';
 export * from './pod-members';
+export * from './pod-stop';
 export * from './task-sandbox';

@@ -6,7 +6,7 @@ import * as path from 'node:path';
 import { task, type cri, type google } from '@kuasar/api';
 import {
   InternalError, InvalidArgumentError, SandboxError, StatusCode, addPodMember, podMembers, removeAllPodMembers,
-  removePodMember, type Logger, type PodMember, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
+  removePodMember, removeLostMembers, stopPodMembers, taskServicePodTasks, type Logger, type PodMember, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
   sandboxIdOfContainer,
 } from '@kuasar/sandbox';
 import {
@@ -22,10 +22,6 @@ import { SANDBOX_ID_ANNOTATION, type VmmEngine } from './vmm-engine';
 
 /** CRI marks every container with its pod; containerd 2.x also writes the id to <bundle>/sandbox. */
 export { CRI_SANDBOX_ID_ANNOTATION } from '@kuasar/sandbox';
-const SIGTERM = 15;
-const SIGKILL = 9;
-/** after SIGKILL, how long Stop waits for the containers' exits before it ends the VM anyway */
-const KILL_WAIT_MS = 5_000;
 /** how long QEMU gets to end after SIGTERM */
 const QEMU_TERM_MS = 3_000;
 /** cgroup v1 controllers QEMU joins (cpuset is left alone: a new cpuset has no CPUs until configured) */
@@ -321,15 +317,7 @@ export class VmmSandboxer implements Sandboxer {
       await Promise.race([pod.exited, new Promise((r) => setTimeout(r, 5000))]);
     }
     // CRI deletes a pod's containers before Shutdown; members still listed were lost by containerd
-    for (const m of podMembers(sandbox)) {
-      try {
-        await this.tasks?.delete(task.DeleteRequest.fromPartial({ id: m.id }), { namespace: m.namespace });
-      } catch (err) {
-        if (!(err instanceof TtrpcError && err.code === Code.NOT_FOUND)) {
-          sandbox.logger.warn({ container: m.id, err: (err as Error).message }, 'cannot remove a container left in the pod');
-        }
-      }
-    }
+    if (this.tasks) await removeLostMembers(podMembers(sandbox), taskServicePodTasks(this.tasks), sandbox.logger);
     removeAllPodMembers(sandbox);
     const shared = path.join(sandbox.dir, SHARED_DIR);
     try {
@@ -412,43 +400,7 @@ export class VmmSandboxer implements Sandboxer {
 
   /** SIGTERM every container, SIGKILL what is left after the timeout, then wait briefly for the exits. */
   private async stopContainers(sandbox: Sandbox, timeoutSecs: number): Promise<void> {
-    const members = podMembers(sandbox);
-    const tasks = this.tasks;
-    if (members.length === 0 || !tasks) return;
-    const signalAll = (signal: number) =>
-      Promise.all(members.map(async (m: PodMember) => {
-        try {
-          await tasks.kill(task.KillRequest.fromPartial({ id: m.id, signal, all: true }), { namespace: m.namespace });
-        } catch (err) {
-          if (!(err instanceof TtrpcError && (err.code === Code.NOT_FOUND || err.code === Code.FAILED_PRECONDITION))) {
-            sandbox.logger.warn({ container: m.id, signal, err: (err as Error).message }, 'kill failed');
-          }
-        }
-      }));
-    const waitAll = async (ms: number): Promise<boolean> => {
-      const ac = new AbortController();
-      const timer = setTimeout(() => ac.abort(), ms);
-      try {
-        await Promise.all(members.map(async (m) => {
-          try {
-            await tasks.wait(task.WaitRequest.fromPartial({ id: m.id }), { namespace: m.namespace, signal: ac.signal });
-          } catch (err) {
-            if (!(err instanceof TtrpcError && err.code === Code.NOT_FOUND)) throw err;
-          }
-        }));
-        return true;
-      } catch {
-        return false;
-      } finally {
-        clearTimeout(timer);
-      }
-    };
-    if (timeoutSecs > 0) {
-      await signalAll(SIGTERM);
-      if (await waitAll(timeoutSecs * 1000)) return;
-    }
-    await signalAll(SIGKILL);
-    if (!(await waitAll(KILL_WAIT_MS))) sandbox.logger.warn('containers still running after SIGKILL; ending the VM anyway');
+    if (this.tasks) await stopPodMembers(podMembers(sandbox), taskServicePodTasks(this.tasks), { timeoutSecs, logger: sandbox.logger });
   }
 
   /** `kuasarctl exec`'s socket; without it (another process holds the path) pods still run, only exec is missing. */

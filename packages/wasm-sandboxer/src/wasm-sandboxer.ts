@@ -1,43 +1,21 @@
 // The wasm kind: a pod is a name and a membership list. There is no pause container, no namespace and no process:
 // its containers are modules in worker threads of this process, so a pod costs nothing while idle.
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { task } from '@kuasar/api';
-import type { google } from '@kuasar/api';
-import { sandboxIdOfContainer, type Logger, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer } from '@kuasar/sandbox';
+import type { google, task } from '@kuasar/api';
+import {
+  PodExit, addPodMember, podMembers, removeAllPodMembers, removePodMember, sandboxIdOfContainer, stopPodMembers, taskServicePodTasks,
+  type Logger, type PodMember, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
+} from '@kuasar/sandbox';
 import { Code, TtrpcError, type OciSpec, type TaskHooks, type TaskService } from '@kuasar/task';
 import { packWasmMetrics, type WasmEngine } from './wasm-engine';
 
 /** CRI marks every container with its pod; containerd 2.x also writes the id to <bundle>/sandbox. */
 export { CRI_SANDBOX_ID_ANNOTATION } from '@kuasar/sandbox';
-const MEMBERS_DIR = 'containers';
-const SIGTERM = 15;
-const SIGKILL = 9;
-/** how long Stop waits for the containers' exits after SIGKILL (a killed module is reported within ~250 ms) */
-const KILL_WAIT_MS = 5_000;
-
-/** A container of a pod, as recorded on disk when it joined. */
-export interface PodMember {
-  namespace: string;
-  id: string;
-}
+export type { PodMember };
 
 /** A pod this process knows. */
-class Pod {
-  readonly exited: Promise<SandboxExit>;
-  private settle!: (e: SandboxExit) => void;
-  done = false;
-  /** set by Stop: a container created from now on could escape its kill */
-  stopping = false;
-
+class Pod extends PodExit {
   constructor(readonly sandbox: Sandbox) {
-    this.exited = new Promise((r) => (this.settle = r));
-  }
-
-  resolveExit(exitStatus: number): void {
-    if (this.done) return;
-    this.done = true;
-    this.settle({ exitStatus, exitedAt: new Date() });
+    super();
   }
 }
 
@@ -82,27 +60,13 @@ export class WasmSandboxer implements Sandboxer {
   async stop(sandbox: Sandbox, timeoutSecs: number): Promise<void> {
     const pod = this.pod(sandbox);
     pod.stopping = true;
-    const members = this.members(sandbox);
-    const tasks = this.tasks;
-    if (members.length > 0 && tasks) {
-      // a module cannot catch a signal, so SIGTERM already ends it (143); SIGKILL is for what SIGTERM missed
-      if (timeoutSecs > 0) await this.signalAll(tasks, members, SIGTERM);
-      await this.signalAll(tasks, members, SIGKILL);
-      const ac = new AbortController();
-      const timer = setTimeout(() => ac.abort(), KILL_WAIT_MS);
-      try {
-        await Promise.all(members.map((m) => this.waitExit(tasks, m, ac.signal)));
-      } catch {
-        sandbox.logger.warn('containers still running after SIGKILL');
-      } finally {
-        clearTimeout(timer);
-      }
-    }
+    // a module cannot catch a signal, so SIGTERM already ends it (143); SIGKILL is for what SIGTERM missed
+    if (this.tasks) await stopPodMembers(this.members(sandbox), taskServicePodTasks(this.tasks), { timeoutSecs, logger: sandbox.logger });
     pod.resolveExit(0);
   }
 
   async shutdown(sandbox: Sandbox): Promise<void> {
-    fs.rmSync(path.join(sandbox.dir, MEMBERS_DIR), { recursive: true, force: true });
+    removeAllPodMembers(sandbox);
     this.pods.delete(sandbox.id);
   }
 
@@ -141,17 +105,16 @@ export class WasmSandboxer implements Sandboxer {
     const pod = id !== undefined ? this.pods.get(id) : undefined;
     // no pod of ours (ctr run, CRI 1.x's pause task): a standalone task
     if (!pod) return spec;
-    if (pod.sandbox.record.state !== 'ready' || pod.done || pod.stopping) {
+    if (pod.sandbox.record.state !== 'ready' || !pod.accepting) {
       throw new TtrpcError(Code.FAILED_PRECONDITION, `sandbox ${pod.sandbox.id} is not running`);
     }
     // membership on disk: a restarted sandboxer can still stop the pod's containers
-    fs.mkdirSync(path.join(pod.sandbox.dir, MEMBERS_DIR), { recursive: true, mode: 0o700 });
-    fs.writeFileSync(this.memberFile(pod.sandbox, { namespace, id: req.id }), '');
+    addPodMember(pod.sandbox, { namespace, id: req.id, bundle: req.bundle });
     return spec;
   }
 
   private containerRemoved(id: string, namespace: string): void {
-    for (const pod of this.pods.values()) fs.rmSync(this.memberFile(pod.sandbox, { namespace, id }), { force: true });
+    for (const pod of this.pods.values()) removePodMember(pod.sandbox, { namespace, id });
   }
 
   // ---- internals -------------------------------------------------------------------------------------------------
@@ -165,41 +128,7 @@ export class WasmSandboxer implements Sandboxer {
     return pod;
   }
 
-  // '~' never appears in containerd identifiers, so "<namespace>~<id>" is unambiguous
-  private memberFile(sandbox: Sandbox, m: PodMember): string {
-    return path.join(sandbox.dir, MEMBERS_DIR, `${m.namespace}~${m.id}`);
-  }
-
   members(sandbox: Sandbox): PodMember[] {
-    let names: string[];
-    try {
-      names = fs.readdirSync(path.join(sandbox.dir, MEMBERS_DIR));
-    } catch {
-      return [];
-    }
-    return names.map((n) => n.split('~')).filter((p) => p.length === 2).map(([namespace, id]) => ({ namespace: namespace!, id: id! }));
-  }
-
-  private async signalAll(tasks: TaskService, members: PodMember[], signal: number): Promise<void> {
-    await Promise.all(
-      members.map(async (m) => {
-        try {
-          await tasks.kill(task.KillRequest.fromPartial({ id: m.id, signal, all: true }), { namespace: m.namespace });
-        } catch (err) {
-          // already exited (NOT_FOUND "process already finished") or deleted: nothing to stop
-          if (!(err instanceof TtrpcError && err.code === Code.NOT_FOUND)) {
-            this.logger.warn({ container: m.id, signal, err: (err as Error).message }, 'kill failed');
-          }
-        }
-      }),
-    );
-  }
-
-  private async waitExit(tasks: TaskService, m: PodMember, signal: AbortSignal): Promise<void> {
-    try {
-      await tasks.wait(task.WaitRequest.fromPartial({ id: m.id }), { namespace: m.namespace, signal });
-    } catch (err) {
-      if (!(err instanceof TtrpcError && err.code === Code.NOT_FOUND)) throw err;
-    }
+    return podMembers(sandbox);
   }
 }
