@@ -59,7 +59,7 @@ await new Promise((r) => server.listen(sock, r));
 try {
   execFileSync('sh', [path.join(pkg, 'native/build.sh'), path.join(bin, 'c-static')], { stdio: 'ignore' });
   fs.mkdirSync(path.join(bin, 'c-dynamic'));
-  execFileSync('cc', ['-std=c11', '-O2', '-o', path.join(bin, 'c-dynamic', name), path.join(pkg, 'native/thin-shim.c')]);
+  execFileSync('cc', ['-std=c11', '-O2', '-o', path.join(bin, 'c-dynamic', name), path.join(pkg, 'native/thin-shim.c'), path.join(pkg, 'native/task-relay.c')]);
 
   fs.mkdirSync(path.join(bin, 'dash'));
   fs.writeFileSync(path.join(bin, 'dash', name), `#!/bin/dash
