@@ -9,9 +9,10 @@ import { parse } from 'smol-toml';
 import { cgroupMode, cgroupMounts, checkCgroups } from '../src/check/cgroups';
 import { checkContainerdBinaries, checkContainerdConfig, parseContainerdVersion, restrictOomScoreAdj } from '../src/check/containerd';
 import { exitCodeOf, type Finding } from '../src/check/finding';
-import { connectProbe, pathFacts, readDebCache } from '../src/check/host';
+import { connectProbe, pathFacts, readDebCache, relayFacts } from '../src/check/host';
 import { checkKvm, cpuFlags, kvmMode, type KvmFacts } from '../src/check/kvm';
 import { checkOomScoreAdj, hasSysResource } from '../src/check/oom';
+import { checkRelay } from '../src/check/relay';
 import { checkSocket, checkStateDir, type SandboxerFacts } from '../src/check/sandboxer';
 import { TOOLS, checkTool, parseToolVersion, type ToolProbe } from '../src/check/tools';
 import { containerdSnippet } from '../src/containerd-config';
@@ -274,6 +275,76 @@ describe('sandboxer socket and state dir', () => {
     expect(checkStateDir(await facts('/nonexistent', dir)).severity).toBe(uidOk ? 'ok' : 'warn');
     fs.chmodSync(dir, 0o755);
     expect(checkStateDir(await facts('/nonexistent', dir))).toMatchObject({ severity: 'warn', message: expect.stringContaining('0755') });
+  });
+});
+
+describe('task relay', () => {
+  let tmp: string;
+  let built: string;
+  beforeAll(() => {
+    tmp = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'kuasarctl-relay-')));
+    built = path.join(tmp, 'built');
+    const r = spawnSync('sh', [path.join(__dirname, '../../shim/native/build.sh'), built], { encoding: 'utf8' });
+    if (r.status !== 0) throw new Error(`shim build failed: ${r.stderr}`);
+  });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+  const executable = (file: string, text: string) => {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, text, { mode: 0o755 });
+  };
+
+  it('the real shim binary runs its relay mode', async () => {
+    const f = await relayFacts('runc', path.join(tmp, 'no-state'), [built]);
+    expect(f).toEqual({ kind: 'runc', path: path.join(built, 'containerd-shim-kuasar-runc-v2'), runs: 'ok', socket: undefined });
+    expect(checkRelay(f)).toMatchObject({ check: 'relay/runc', severity: 'ok', message: `${f.path} runs its relay mode` });
+  });
+
+  it('missing is a warning naming what a restart then costs', async () => {
+    const f = await relayFacts('quark', tmp, [path.join(tmp, 'empty')]);
+    expect(f).toEqual({ kind: 'quark' });
+    expect(checkRelay(f)).toMatchObject({ severity: 'warn', message: expect.stringContaining('containerd-shim-kuasar-quark-v2 (the task relay) is neither') });
+  });
+
+  it('a binary without the relay mode (an old shim) fails', async () => {
+    const dir = path.join(tmp, 'old');
+    executable(path.join(dir, 'containerd-shim-kuasar-wasm-v2'), '#!/bin/sh\necho "usage: shim -namespace <ns> start|delete" >&2\nexit 2\n');
+    const f = await relayFacts('wasm', tmp, [dir]);
+    expect(f.runs).not.toBe('ok');
+    expect(checkRelay(f)).toMatchObject({ severity: 'fail', message: expect.stringContaining('does not run its relay mode') });
+    // exits 0 but is something else
+    executable(path.join(dir, 'containerd-shim-kuasar-vmm-v2'), '#!/bin/sh\necho hello\n');
+    expect(checkRelay(await relayFacts('vmm', tmp, [dir]))).toMatchObject({ severity: 'fail', message: expect.stringContaining('no relay mode') });
+  });
+
+  it('the one next to the sandboxer wins over PATH, as the sandboxer picks it', async () => {
+    const early = path.join(tmp, 'early');
+    executable(path.join(early, 'containerd-shim-kuasar-runc-v2'), '#!/bin/sh\nexit 2\n');
+    const beside = path.join(tmp, 'beside');
+    executable(path.join(beside, 'runc-sandboxer'), '#!/bin/sh\n');
+    fs.linkSync(path.join(built, 'containerd-shim-kuasar-runc-v2'), path.join(beside, 'containerd-shim-kuasar-runc-v2'));
+    const f = await relayFacts('runc', tmp, [early, beside]);
+    expect(f).toMatchObject({ path: path.join(beside, 'containerd-shim-kuasar-runc-v2'), runs: 'ok' });
+  });
+
+  it('reports the relay socket of the state dir: answering, or left by a dead relay', async () => {
+    const state = path.join(tmp, 'state');
+    fs.mkdirSync(state, { recursive: true });
+    const sock = path.join(state, 'relay.sock');
+    const server = net.createServer((c) => c.destroy());
+    await new Promise<void>((r) => server.listen(sock, r));
+    try {
+      const f = await relayFacts('runc', state, [built]);
+      expect(checkRelay(f)).toMatchObject({ severity: 'ok', message: expect.stringContaining(`; ${sock} answers`) });
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+    // a relay killed without removing its socket
+    const r = spawnSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, 'SIGKILL'))`]);
+    expect(r.signal).toBe('SIGKILL');
+    expect(checkRelay(await relayFacts('runc', state, [built]))).toMatchObject({
+      severity: 'warn', message: expect.stringContaining('ECONNREFUSED'), fix: expect.stringContaining('systemctl restart kuasar-runc-sandboxer.service'),
+    });
   });
 });
 

@@ -1,6 +1,7 @@
 // `kuasarctl check` on this machine, through the bundled CLI. These facts are this machine's (see
 // /work/shared/docs/machine-facts.md): KVM-PVM, hybrid cgroups, runc and crun installed, root without
 // CAP_SYS_RESOURCE.
+import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
@@ -97,6 +98,21 @@ describe('kuasarctl check for an installed runc sandboxer', () => {
     expect(find(r, 'containerd/runc')).toMatchObject({ severity: 'ok', message: 'kuasar-runc registered for containerd 2.x' });
     expect(find(r, 'socket/runc')?.severity).toBe('ok');
     expect(find(r, 'state-dir/runc')?.severity).toBe('ok');
+  });
+
+  it('finds the task relay in PATH and sees that its relay mode runs', () => {
+    const bin = path.join(tmp, 'bin');
+    const r = spawnSync('sh', [path.join(__dirname, '../../shim/native/build.sh'), bin], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    const args = [
+      'check', '-o', 'json', '--kinds', 'runc', '--containerd-version', '2', '--containerd-config', path.join(tmp, 'config.toml'),
+      '--socket', `runc=${path.join(tmp, 'runc.sock')}`, '--dir', `runc=${path.join(tmp, 'state')}`,
+    ];
+    const found = JSON.parse(kuasarctl(args, { ...process.env, PATH: `${bin}:${process.env.PATH}` }).stdout) as Report;
+    expect(find(found, 'relay/runc')).toMatchObject({ severity: 'ok', message: `${path.join(bin, 'containerd-shim-kuasar-runc-v2')} runs its relay mode` });
+    // without it in PATH (this machine has no installed one): a warning with the way to install it
+    const missing = JSON.parse(kuasarctl(args, { ...process.env, PATH: '/usr/bin:/bin' }).stdout) as Report;
+    expect(find(missing, 'relay/runc')).toMatchObject({ severity: 'warn', fix: expect.stringContaining('scripts/install.sh --kinds runc') });
   });
 
   it('fails when the socket is gone', () => {

@@ -169,11 +169,12 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
   // controller is about to recover.
   let taskServer: TtrpcServer | undefined;
   let taskService: TaskService | undefined;
+  let engine: Engine | undefined;
   let publisher: EventPublisher | undefined;
   const taskSocket = path.join(framework.dir, TASK_SOCKET);
   const taskSandboxes = spec.sandboxFromPauseTask ? new TaskSandboxes(() => serving?.controller, log) : undefined;
   if (spec.createEngine) {
-    const engine = await spec.createEngine(ctx, sandboxer);
+    engine = await spec.createEngine(ctx, sandboxer);
     publisher = new EventPublisher({ logger: log.child({ component: 'events' }) });
     taskService = new TaskService({
       engine,
@@ -221,6 +222,7 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
   } catch (err) {
     await taskServer?.close(1000);
     taskService?.close();
+    await closeKind(engine, sandboxer, log);
     await publisher?.close();
     await metricsServer?.close();
     await tracing?.shutdown().catch(() => undefined);
@@ -245,12 +247,38 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
         log.info('sandboxer stopping; sandboxes keep running');
         await Promise.allSettled([running.close(), taskServer?.close(2000), metricsServer?.close()]);
         taskService?.close();
+        await closeKind(engine, sandboxer, log);
         await publisher?.close().catch(() => undefined);
         await tracing?.shutdown().catch((err: unknown) => log.warn({ err: messageOf(err) }, 'tracing: last spans not exported'));
         log.info('sandboxer stopped');
         log.flush();
       })()),
   };
+}
+
+/** Kind objects that hold timers, reapers or listeners in this process (e.g. a sandboxer's pod-exit polls). */
+interface Closable {
+  close(): unknown;
+}
+
+function closable(x: unknown): x is Closable {
+  return typeof (x as Partial<Closable> | undefined)?.close === 'function';
+}
+
+/**
+ * The engine and the kind's sandboxer release their timers, reapers and listeners once nothing calls them any more
+ * (after the servers and the task service closed), so a closed sandboxer leaves no handle behind; pods and
+ * containers keep running. A failure is logged: closing must go on.
+ */
+async function closeKind(engine: Engine | undefined, sandboxer: Sandboxer, log: Logger): Promise<void> {
+  for (const [what, x] of [['engine', engine], ['sandboxer', sandboxer]] as const) {
+    if (!closable(x)) continue;
+    try {
+      await x.close();
+    } catch (err) {
+      log.warn({ err: messageOf(err), what }, 'closing failed');
+    }
+  }
 }
 
 export interface RunOptions {

@@ -3,8 +3,9 @@
 // so a sandboxer without tracing never loads the SDK.
 //
 // containerd's ttrpc client (otelttrpc) sends the W3C `traceparent` in the request metadata: Task spans continue
-// containerd's trace. Controller calls arrive over gRPC, whose metadata the controller does not see; their spans
-// start new traces.
+// containerd's trace. Controller spans start new traces, since containerd sends no trace context there: it dials
+// proxy plugins (our Controller) with a plain gRPC client, without otelgrpc's stats handler (containerd 2.0/2.1
+// cmd/containerd/server/server.go, proxyClients.getClient), so only `containerd-namespace` arrives.
 import { type Context, ROOT_CONTEXT, SpanKind, SpanStatusCode, type TextMapGetter, type Tracer, context, trace } from '@opentelemetry/api';
 import { W3CTraceContextPropagator } from '@opentelemetry/core';
 import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';

@@ -38,7 +38,16 @@ export function isProcessAlive(id: ProcessIdentity): boolean {
  * children it spawned itself at once.
  */
 export function zombieChildren(): Set<number> {
-  const out = new Set<number>();
+  return new Set(zombieChildIdentities().keys());
+}
+
+/**
+ * Zombie children of this process with their start times. A sweep that reaps only zombies seen twice must compare
+ * both: a pid freed by libuv's reaping and reused within one period (pid_max wraps) is a different zombie, possibly
+ * libuv's own child again, which must not be reaped in its place.
+ */
+export function zombieChildIdentities(): Map<number, string> {
+  const out = new Map<number, string>();
   let names: string[] = [];
   try {
     names = fs.readdirSync('/proc');
@@ -51,7 +60,7 @@ export function zombieChildren(): Set<number> {
     try {
       const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (f[0] === 'Z' && Number(f[1]) === process.pid) out.add(pid);
+      if (f[0] === 'Z' && Number(f[1]) === process.pid && f[19] !== undefined) out.set(pid, f[19]);
     } catch {
       /* gone */
     }

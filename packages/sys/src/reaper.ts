@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
-import * as fs from 'node:fs';
 import { SysError } from './errors';
 import { lazy } from './koffi';
+import { readProcessStat } from './proc-stat';
 
 const PR_SET_CHILD_SUBREAPER = 36;
 const PR_GET_CHILD_SUBREAPER = 37;
@@ -92,7 +92,8 @@ export interface ReaperEvents {
  * node:child_process: the reaper would take their exit status from libuv.
  */
 export class Reaper extends EventEmitter<ReaperEvents> {
-  private readonly pids = new Set<number>();
+  /** tracked pid → start time of the process it named when tracked (undefined: it was gone already) */
+  private readonly pids = new Map<number, string | undefined>();
   private readonly pollMs: number;
   private timer: NodeJS.Timeout | undefined;
   private scheduled = false;
@@ -105,12 +106,16 @@ export class Reaper extends EventEmitter<ReaperEvents> {
     if (!(this.pollMs > 0)) throw new RangeError(`pollMs must be > 0, got ${opts.pollMs}`);
   }
 
-  /** Starts watching pid; an already-dead pid is reaped on the next tick. */
-  track(pid: number): void {
+  /**
+   * Starts watching pid; an already-dead pid is reaped on the next tick. The process is identified by pid AND start
+   * time (`startTime` when the caller knows it, else read now), so a pid that is reused after the tracked process
+   * vanished (pid_max wraps) is reported 'lost' instead of being reaped: the new process may be libuv's child.
+   */
+  track(pid: number, startTime?: string): void {
     assertPid(pid);
     if (this.closed) throw new Error('Reaper is closed');
     fns(); // load koffi now, so a load failure surfaces here and not inside a signal handler
-    this.pids.add(pid);
+    this.pids.set(pid, startTime ?? readProcessStat(pid)?.startTime);
     if (!this.timer) {
       process.on('SIGCHLD', this.onSignal);
       // unref: the reaper alone must not keep a process alive; the owner's server does.
@@ -135,18 +140,21 @@ export class Reaper extends EventEmitter<ReaperEvents> {
 
   /** Checks every tracked pid now. */
   check(): void {
-    for (const pid of [...this.pids]) {
+    for (const [pid, startTime] of [...this.pids]) {
+      // A child keeps its pid until it is reaped, so a matching start time here means waitpid() below can only reap
+      // the tracked process; anything else is gone or another process that reused its pid, never ours to reap.
+      const stat = readProcessStat(pid);
+      if (!stat || startTime === undefined || stat.startTime !== startTime) {
+        this.untrack(pid);
+        this.emit('lost', pid);
+        continue;
+      }
       let result: WaitStatus | null;
       try {
         result = waitPid(pid, { noHang: true });
       } catch (err) {
-        if (err instanceof SysError && err.errno === ECHILD) {
-          if (!fs.existsSync(`/proc/${pid}`)) {
-            this.untrack(pid);
-            this.emit('lost', pid);
-          }
-          continue;
-        }
+        // not (yet) our child: a grandchild whose parent still runs, or a process re-adopted after a restart
+        if (err instanceof SysError && err.errno === ECHILD) continue;
         this.emit('error', err as Error);
         continue;
       }

@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { isChildSubreaper, Reaper, setChildSubreaper, SysError, waitPid, type WaitStatus } from '@kuasar/sys';
+import { isChildSubreaper, Reaper, readProcessStat, setChildSubreaper, SysError, waitPid, zombieChildIdentities, zombieChildren, type WaitStatus } from '@kuasar/sys';
 
 /** Starts `sh -c script` in the background of a short-lived sh; returns the orphan's pid. */
 function orphan(script: string): number {
@@ -79,6 +79,38 @@ describe('subreaper and reaping', () => {
     reaper.track(child.pid!);
     await expect(lost).resolves.toEqual([child.pid]);
     expect(reaper.size).toBe(0);
+  });
+
+  test('a reused pid is never reaped: the tracked process is reported lost, the new one keeps its exit', async () => {
+    // pid_max wraps: the tracked process (start time "1", long gone) had the pid a new libuv child now has
+    const child = spawn('sh', ['-c', 'sleep 0.3; exit 5']);
+    const exits: number[] = [];
+    reaper.on('exit', (pid) => exits.push(pid));
+    const lost = once(reaper, 'lost');
+    reaper.track(child.pid!, '1');
+    await expect(lost).resolves.toEqual([child.pid]);
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(5);
+    expect(exits).toEqual([]);
+  });
+
+  test('the identity defaults to the process the pid names at track()', async () => {
+    const pid = orphan('sleep 0.3; exit 4');
+    const exit = nextExit(reaper, pid);
+    reaper.track(pid);
+    await expect(exit).resolves.toMatchObject({ status: 4 });
+  });
+
+  test('zombie children are listed with the start time that tells a reused pid apart', async () => {
+    const pid = orphan('sleep 0.2; exit 0');
+    const startTime = readProcessStat(pid)!.startTime;
+    await new Promise((r) => setTimeout(r, 500));
+    expect(zombieChildIdentities().get(pid)).toBe(startTime);
+    expect(zombieChildren().has(pid)).toBe(true);
+    const exit = nextExit(reaper, pid);
+    reaper.track(pid, startTime);
+    await exit;
+    expect(zombieChildIdentities().has(pid)).toBe(false);
   });
 
   test('bad pids are refused and non-children give a typed ECHILD', () => {

@@ -93,4 +93,9 @@ export interface Engine {
   resize?(c: ContainerRef, execId: string | undefined, width: number, height: number): Promise<void>;
   /** optional: OOM kill counter of the container, polled by the core to publish TaskOOM */
   oomKills?(c: ContainerRef): Promise<bigint | undefined>;
+  /**
+   * Optional: the sandboxer is stopping gracefully. Release what the engine holds in this process (timers, reapers,
+   * signal listeners, connections) so nothing of it outlives the sandboxer's close(); containers keep running.
+   */
+  close?(): void | Promise<void>;
 }

@@ -89,7 +89,10 @@ export class EventPublisher implements Publisher {
 
   /** Tries to deliver what is queued for up to `timeoutMs`, then drops the rest and disconnects. */
   async close(timeoutMs = 2000): Promise<void> {
-    await Promise.race([this.flush(), new Promise((r) => setTimeout(r, timeoutMs).unref())]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.flush(), new Promise((r) => (timer = setTimeout(r, timeoutMs).unref()))]);
+    // a closed publisher leaves no handle behind (the sandboxer's close() promises that)
+    clearTimeout(timer);
     this.closed = true;
     this.queue.length = 0;
     this.wake?.();

@@ -6,14 +6,17 @@
 // closed on our side right after the process got them, so containerd's reader sees EOF exactly when the process
 // side closes. Copies remain only where the semantics need us in the path:
 //   - stdin: CloseIO must be able to give the process EOF while the client still holds its writer, so the process
-//     reads a private pipe that we feed from the client FIFO and can close;
+//     reads a private pipe that we feed from the client FIFO and can close. A `sleep` holds a second write end of
+//     that pipe, so a sandboxer crash does not give the process EOF; the next sandboxer opens the pipe again by
+//     path (it lives in the task dir), resumes the copy and replaces the holder (see reattach);
 //   - terminal: the pty master exists only here (received over the console socket), so it is copied both ways.
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, constants, fstatSync, mkdirSync, openSync, rmSync } from 'node:fs';
+import { closeSync, constants, fstatSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { ReadStream as TtyStream } from 'node:tty';
 import type { Writable, Readable } from 'node:stream';
+import { isProcessAlive, readProcessStat, type ProcessIdentity } from '@kuasar/sys';
 import type { Logger } from 'pino';
 import type { ProcessStdio } from './engine';
 import { Code, TtrpcError } from './errors';
@@ -93,6 +96,47 @@ function openOutputFifo(path: string, what: string): { keep: number; write: numb
   return { keep, write: openSync(path, constants.O_WRONLY) };
 }
 
+/**
+ * A `sleep` that holds `fd` (a write end of a private stdin pipe) so the pipe keeps a writer while no sandboxer
+ * runs. Recorded by pid and start time in `file`: after a restart it is no child of ours and its pid may be reused.
+ */
+function spawnStdinHolder(fd: number, file: string, logger: Logger): ProcessIdentity | undefined {
+  try {
+    const child = spawn('sleep', ['infinity'], { stdio: ['ignore', 'ignore', 'ignore', fd], detached: true });
+    child.on('error', () => undefined);
+    child.unref();
+    const stat = child.pid ? readProcessStat(child.pid) : undefined;
+    if (!child.pid || !stat) return undefined;
+    const id = { pid: child.pid, startTime: stat.startTime };
+    writeFileSync(`${file}.tmp`, JSON.stringify(id), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+    return id;
+  } catch (err) {
+    // without a holder only a sandboxer crash ends the process's stdin early
+    logger.warn({ err: (err as Error).message }, 'no holder for the stdin pipe; a sandboxer crash will close the process stdin');
+    return undefined;
+  }
+}
+
+function readHolder(file: string): ProcessIdentity | undefined {
+  try {
+    const h = JSON.parse(readFileSync(file, 'utf8')) as Partial<ProcessIdentity>;
+    return typeof h.pid === 'number' && typeof h.startTime === 'string' ? { pid: h.pid, startTime: h.startTime } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** End a holder; only the recorded process (pid AND start time), never a newer process that reused its pid. */
+function killHolder(h: ProcessIdentity | undefined): void {
+  if (!h || !isProcessAlive(h)) return;
+  try {
+    process.kill(h.pid, 'SIGKILL');
+  } catch {
+    /* gone meanwhile */
+  }
+}
+
 function closeQuiet(fd: number | undefined): void {
   if (fd === undefined || fd < 0) return;
   try {
@@ -127,6 +171,9 @@ export class ProcessIO {
   private stdinSource: Readable | undefined;
   private stdinSink: Writable | undefined;
   private stdinDone: Promise<void> = Promise.resolve();
+  /** the holder of the stdin pipe's second write end, and where it is recorded */
+  private stdinHolder: ProcessIdentity | undefined;
+  private stdinHolderFile: string | undefined;
   private console: TtyStream | undefined;
   private masterFd: number | undefined;
   private outputDone: Promise<void> = Promise.resolve();
@@ -190,8 +237,9 @@ export class ProcessIO {
 
   /**
    * Re-attach to a process that outlived a sandboxer restart: hold the output FIFOs again and resume the stdin
-   * copy if the private pipe still has its reader (the process). Terminal IO cannot be re-attached (the pty master
-   * was ours alone and closed with the old sandboxer).
+   * copy if the stdin was still open (its holder is recorded) and the private pipe still has its reader (the process,
+   * or whatever runtime process holds it for the process, e.g. gVisor's sandbox). Terminal IO cannot be re-attached
+   * (the pty master was ours alone and closed with the old sandboxer).
    */
   static reattach(paths: StdioPaths, o: ProcessIOOptions): ProcessIO {
     const io = new ProcessIO(paths, { terminal: false }, o.logger.child({ io: o.name, reattached: true }));
@@ -217,16 +265,44 @@ export class ProcessIO {
     const stdin = paths.stdin ? parseIOTarget(paths.stdin) : ({ kind: 'none' } as IOTarget);
     if (stdin.kind === 'fifo') {
       const pipe = join(o.dir, `${o.name}-stdin.pipe`);
+      const holderFile = `${pipe}.holder`;
+      const holder = readHolder(holderFile);
       try {
+        // no holder recorded: the process already got EOF (the client closed stdin, CloseIO, or no holder could run)
+        if (!holder) throw new Error('stdin was closed');
         // O_NONBLOCK write open fails with ENXIO when nobody (the process) reads the pipe any more
         const w = openSync(pipe, constants.O_WRONLY | constants.O_NONBLOCK);
         io.privateFifos.push(pipe);
+        // closes `w` itself when it fails
         io.startStdinCopy(stdin.path, w);
-      } catch {
-        io.logger.info('stdin of the re-adopted process is gone');
+        // our write end is open: the old holder can go, and a new one covers the next crash
+        killHolder(holder);
+        io.stdinHolderFile = holderFile;
+        io.stdinHolder = spawnStdinHolder(w, holderFile, io.logger);
+      } catch (err) {
+        killHolder(holder);
+        rmSync(holderFile, { force: true });
+        io.logger.info({ reason: (err as Error).message }, 'stdin of the re-adopted process is gone');
       }
     }
     return io;
+  }
+
+  /**
+   * End the stdin holders recorded in a task dir (of one process, or of all): for processes whose ProcessIO is not
+   * in this sandboxer (they ended while no sandboxer ran, or their Create was interrupted) when their task goes.
+   */
+  static releaseHolders(dir: string, name?: string): void {
+    let files: string[];
+    try {
+      files = name === undefined ? readdirSync(dir).filter((f) => f.endsWith('-stdin.pipe.holder')) : [`${name}-stdin.pipe.holder`];
+    } catch {
+      return;
+    }
+    for (const f of files) {
+      killHolder(readHolder(join(dir, f)));
+      rmSync(join(dir, f), { force: true });
+    }
   }
 
   private openOutput(path: string, what: string): number {
@@ -241,7 +317,17 @@ export class ProcessIO {
     this.privateFifos.push(pipePath);
     this.handOff.push(pipe.read);
     this.startStdinCopy(clientFifo, pipe.write);
+    this.stdinHolderFile = `${pipePath}.holder`;
+    this.stdinHolder = spawnStdinHolder(pipe.write, this.stdinHolderFile, this.logger);
     return pipe.read;
+  }
+
+  /** The process is to see EOF on stdin: the holder's write end must go too. */
+  private releaseStdinHolder(): void {
+    killHolder(this.stdinHolder);
+    this.stdinHolder = undefined;
+    if (this.stdinHolderFile) rmSync(this.stdinHolderFile, { force: true });
+    this.stdinHolderFile = undefined;
   }
 
   private startStdinCopy(clientFifo: string, writeFd: number): void {
@@ -271,6 +357,8 @@ export class ProcessIO {
       this.logger.debug({ err: err.message }, 'stdin sink error');
       source.destroy();
     });
+    // the client closed its writer and everything was delivered: EOF for the process needs every write end closed
+    sink.once('finish', () => this.releaseStdinHolder());
     source.pipe(sink);
   }
 
@@ -391,6 +479,7 @@ export class ProcessIO {
       this.stdinSink.end();
       this.stdinSink = undefined;
     }
+    this.releaseStdinHolder();
   }
 
   /** Wait (bounded) until copied output has been flushed — only terminal output is copied. */
@@ -398,7 +487,19 @@ export class ProcessIO {
     await Promise.race([this.outputDone, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
   }
 
+  /** The process is done (or was never started): drop every handle, the stdin holder and our private FIFOs. */
   close(): void {
+    if (this.closed) return;
+    this.releaseStdinHolder();
+    this.detach();
+    for (const p of this.privateFifos) rmSync(p, { force: true });
+  }
+
+  /**
+   * The sandboxer is closing while the process keeps running: drop our handles but keep what the next sandboxer
+   * re-attaches to (the private FIFOs in the task dir and the stdin holder).
+   */
+  detach(): void {
     if (this.closed) return;
     this.closed = true;
     this.handedOver();
@@ -409,6 +510,5 @@ export class ProcessIO {
     closeQuiet(this.terminalIn);
     for (const fd of this.keep) closeQuiet(fd);
     this.keep = [];
-    for (const p of this.privateFifos) rmSync(p, { force: true });
   }
 }

@@ -8,7 +8,7 @@ import {
   OCI_LINUX_RESOURCES_TYPE_URL, OCI_PROCESS_TYPE_URL, anyTypeName, packAny, packTaskEvent, runcOptions, timestampFromDate,
   unpackAny, unpackJsonAny, type google, type task, type TaskEventTopic, type TaskEventMessage, types,
 } from '@kuasar/api';
-import { ConsoleSocket, ProcExitListener, Reaper, setChildSubreaper, setWinsize, zombieChildren } from '@kuasar/sys';
+import { ConsoleSocket, ProcExitListener, Reaper, setChildSubreaper, setWinsize, zombieChildIdentities } from '@kuasar/sys';
 import type { Logger } from 'pino';
 import type { ContainerRef, Engine, EngineExit, RuntimeOptions } from './engine';
 import { Code, TtrpcError } from './errors';
@@ -82,6 +82,8 @@ class TaskProcess {
   starting: Promise<void> | undefined;
   /** poll timer of a re-adopted (not our child) process */
   watcher: NodeJS.Timeout | undefined;
+  /** the reaper (or its 'lost' report) delivered this process's exit; processExited may still be running */
+  exitSeen = false;
   private resolveExit!: (e: Exit) => void;
   readonly exited: Promise<Exit>;
 
@@ -196,8 +198,8 @@ export class TaskService {
   private exitListener: ProcExitListener | undefined;
   private readonly oomTimer: NodeJS.Timeout | undefined;
   private readonly sweepTimer: NodeJS.Timeout | undefined;
-  /** zombie children seen by the previous orphan sweep */
-  private zombies = new Set<number>();
+  /** zombie children seen by the previous orphan sweep, with their start times */
+  private zombies = new Map<number, string>();
   private closed = false;
 
   constructor(o: TaskServiceOptions) {
@@ -502,6 +504,8 @@ export class TaskService {
       if (p !== c.init) {
         c.execs.delete(p.execId);
         p.io?.close();
+        // an exec that ended while no sandboxer ran has no IO here, but may still have its stdin holder
+        ProcessIO.releaseHolders(this.store.dir(c.ref.namespace, c.ref.id), p.execId);
         if (!p.exit) p.markExited({ status: 255, at: new Date() }); // never started: release its waiters
         this.persist(c);
         return { pid: p.pid, exitStatus: p.exit!.status, exitedAt: timestampFromDate(p.exit!.at) };
@@ -526,6 +530,7 @@ export class TaskService {
     }
     unmountAll(c.mounts);
     this.containers.delete(c.key);
+    ProcessIO.releaseHolders(this.store.dir(c.ref.namespace, c.ref.id));
     this.store.remove(c.ref.namespace, c.ref.id);
     const exit = init.exit!;
     this.publish(c, '/tasks/delete', {
@@ -551,7 +556,8 @@ export class TaskService {
   async pids(req: task.PidsRequest, ctx?: TaskCallContext): Promise<task.PidsResponse> {
     const c = this.container(req.id, ctx);
     const pids = await this.engine.pids(c.ref);
-    const execByPid = new Map([...c.execs.values()].filter((p) => p.pid > 0).map((p) => [p.pid, p.execId]));
+    // running execs only: the pid of one that ended may name another process by now
+    const execByPid = new Map([...c.execs.values()].filter((p) => p.pid > 0 && p.status === 'running').map((p) => [p.pid, p.execId]));
     return {
       processes: pids.map((pid) => {
         const execId = execByPid.get(pid);
@@ -656,7 +662,8 @@ export class TaskService {
   private track(c: Container, p: TaskProcess): void {
     if (p.pid <= 0 || !this.reaper) return;
     this.byPid.set(p.pid, { c, p });
-    this.reaper.track(p.pid);
+    // with its start time: a pid reused after this process vanished is not reaped in its name (pid_max wraps)
+    this.reaper.track(p.pid, p.startTime);
   }
 
   private untrack(p: TaskProcess): void {
@@ -671,6 +678,7 @@ export class TaskService {
     const t = this.byPid.get(pid);
     if (!t) return;
     this.byPid.delete(pid);
+    t.p.exitSeen = true;
     void this.processExited(t.c, t.p, status);
   }
 
@@ -726,9 +734,10 @@ export class TaskService {
    * a whole sweep period — libuv reaps its children as soon as SIGCHLD arrives, so by then they are not libuv's.
    */
   private sweepOrphans(): void {
-    const now = zombieChildren();
-    for (const pid of now) {
-      if (this.zombies.has(pid) && !this.byPid.has(pid) && !this.reaper!.has(pid)) this.reaper!.track(pid);
+    const now = zombieChildIdentities();
+    for (const [pid, startTime] of now) {
+      // the same zombie (pid AND start time) as a period ago: not libuv's, which reaps its children at once
+      if (this.zombies.get(pid) === startTime && !this.byPid.has(pid) && !this.reaper!.has(pid)) this.reaper!.track(pid, startTime);
     }
     this.zombies = now;
   }
@@ -818,6 +827,11 @@ export class TaskService {
       c.paused = r.paused;
       for (const p of procs) if (p !== init) c.execs.set(p.execId, p);
       this.containers.set(c.key, c);
+      const reattach = (p: TaskProcess): void => {
+        p.io = ProcessIO.reattach(p.stdio, {
+          dir: this.store.dir(r.namespace, r.id), name: p.execId || 'init', containerId: r.id, namespace: r.namespace, logger: log,
+        });
+      };
       if (this.engine.onExit) {
         // processes of such engines are not host processes: ask the engine whether the container is still there
         const state = await this.engine.state(ref).catch(() => undefined);
@@ -825,9 +839,15 @@ export class TaskService {
           for (const p of procs) {
             if (p.status === 'running' || p === init) void this.processExited(c, p, 255);
           }
+        } else {
+          // Their stdio went through us all the same (the runtime holds the read end of our private stdin pipe,
+          // e.g. gVisor's sandbox): resume copying containerd's stdin FIFO into it. An exec that ended while no
+          // sandboxer ran is reported by the engine, which closes this IO again.
+          for (const p of procs) if (p.status === 'running') reattach(p);
         }
         this.persist(c);
         out.push(r.id);
+        log.info('container re-adopted');
         continue;
       }
       for (const p of procs) {
@@ -835,11 +855,7 @@ export class TaskService {
         const alive = p.pid > 0 && p.startTime !== undefined && processStartTime(p.pid) === p.startTime;
         // gone before this check: its pid may already belong to another process, whose exit must not be taken for it
         if (!alive) this.exitListener?.unwatch(p.pid);
-        if (alive && p.status === 'running') {
-          p.io = ProcessIO.reattach(p.stdio, {
-            dir: this.store.dir(r.namespace, r.id), name: p.execId || 'init', containerId: r.id, namespace: r.namespace, logger: log,
-          });
-        }
+        if (alive && p.status === 'running') reattach(p);
         if (p.pid > 0) {
           // a dead one is noticed on the first poll (and reaped with its real status if it is still our child)
           this.adopt(c, p);
@@ -870,6 +886,7 @@ export class TaskService {
       return;
     }
     unmountAll(mounts);
+    ProcessIO.releaseHolders(this.store.dir(ref.namespace, ref.id));
     this.store.remove(ref.namespace, ref.id);
     log.info({ mounts }, 'leftover container deleted, rootfs unmounted, task dir removed');
   }
@@ -886,7 +903,8 @@ export class TaskService {
       const seen = this.exitListener?.take(p.pid);
       this.exitListener?.unwatch(p.pid);
       this.closeExitListenerIfIdle();
-      if (this.byPid.get(p.pid)?.p !== p) return; // the reaper reported it
+      // the reaper reported it (not "byPid no longer names it": a new process may have reused the pid since)
+      if (p.exitSeen) return;
       this.untrack(p);
       if (seen) {
         this.logger.info({ id: c.ref.id, exec: p.execId || undefined, pid: p.pid, status: seen.status }, 're-adopted process exited');
@@ -918,7 +936,8 @@ export class TaskService {
     for (const c of this.containers.values()) {
       for (const p of [c.init, ...c.execs.values()]) {
         if (p.watcher) clearInterval(p.watcher);
-        p.io?.close();
+        // the processes keep running: keep what a next sandboxer re-attaches their IO to
+        p.io?.detach();
       }
     }
     this.containers.clear();

@@ -86,6 +86,72 @@ test('a restarted TaskService re-adopts running containers: output keeps flowing
   }
 });
 
+test('stdin survives a restart: what the client writes afterwards reaches the process, then its EOF', async () => {
+  const h1 = await oldSandboxer();
+  const b = createBusyboxBundle({ args: ['cat'] });
+  const io = clientFifos('stdin-rec', { stdin: true });
+  const holders = (): string[] => readdirSync(join(h1.stateDir, 'tasks', 'k8s.io', 'cat')).filter((n) => n.endsWith('.holder'));
+  try {
+    await h1.tasks.create({ id: 'cat', bundle: b.path, stdin: io.stdin, stdout: io.stdout, stderr: io.stderr });
+    await h1.tasks.start({ id: 'cat' });
+    // containerd's writer stays open across the restart, as it does when a shim or sandboxer goes away
+    await io.writeStdin('before\n', false);
+    await until(() => io.stdoutSoFar() === 'before\n', 5000, 'first line echoed');
+    expect(holders()).toEqual(['init-stdin.pipe.holder']);
+    await h1.crash();
+    const h2 = await startHarness({ dir: h1.dir });
+    try {
+      expect(await h2.service.recover()).toEqual(['cat']);
+      // the process did not see EOF when the old service went away
+      expect((await h2.tasks.state({ id: 'cat' })).status).toBe(types.TaskStatus.RUNNING);
+      const waited = h2.tasks.wait({ id: 'cat' });
+      await io.writeStdin('after\n', true);
+      expect((await waited).exitStatus).toBe(0);
+      expect(await io.stdoutText).toBe('before\nafter\n');
+      // EOF was delivered, so the holder of the stdin pipe is gone with its record
+      expect(holders()).toEqual([]);
+      await h2.tasks.delete({ id: 'cat' });
+    } finally {
+      await h2.close();
+    }
+  } finally {
+    b.remove();
+    io.close();
+    rmSync(h1.dir, { recursive: true, force: true });
+  }
+});
+
+test('the stdin holder of a process that ended while no sandboxer ran goes with its task', async () => {
+  const h1 = await oldSandboxer();
+  const b = createBusyboxBundle({ args: ['cat'] });
+  const io = clientFifos('stdin-gone', { stdin: true });
+  try {
+    const { pid } = await h1.tasks.create({ id: 'gone-in', bundle: b.path, stdin: io.stdin, stdout: io.stdout, stderr: io.stderr });
+    await h1.tasks.start({ id: 'gone-in' });
+    const record = join(h1.stateDir, 'tasks', 'k8s.io', 'gone-in', 'init-stdin.pipe.holder');
+    const holder = JSON.parse(readFileSync(record, 'utf8')) as { pid: number; startTime: string };
+    expect(processStartTime(holder.pid)).toBe(holder.startTime);
+    await h1.crash();
+    process.kill(pid, 'SIGKILL');
+    await until(() => !existsSync(`/proc/${pid}`), 5000, 'init death');
+    const h2 = await startHarness({ dir: h1.dir });
+    try {
+      await h2.service.recover();
+      expect((await h2.tasks.wait({ id: 'gone-in' })).exitStatus).toBe(255);
+      // the holder outlived the process (nothing re-attached to it) until containerd deletes the task
+      expect(processStartTime(holder.pid)).toBe(holder.startTime);
+      await h2.tasks.delete({ id: 'gone-in' });
+      await until(() => processStartTime(holder.pid) !== holder.startTime, 5000, 'holder gone');
+    } finally {
+      await h2.close();
+    }
+  } finally {
+    b.remove();
+    io.close();
+    rmSync(h1.dir, { recursive: true, force: true });
+  }
+});
+
 test('a container that died while the sandboxer was down is reported exited (255) on recover()', async () => {
   const h1 = await oldSandboxer();
   const b = createBusyboxBundle({ args: ['sleep', '1000'] });

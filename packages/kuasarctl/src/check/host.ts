@@ -14,6 +14,7 @@ import { checkContainerdBinaries, checkContainerdConfig, restrictOomScoreAdj } f
 import { ok, warn, type Finding } from './finding';
 import { checkKvm, cpuFlags } from './kvm';
 import { checkOomScoreAdj } from './oom';
+import { RELAY_USAGE, checkRelay, type RelayFacts } from './relay';
 import { checkSocket, checkStateDir, type PathFacts } from './sandboxer';
 import { TOOLS, checkTool, type ToolProbe } from './tools';
 
@@ -92,6 +93,21 @@ export function connectProbe(socket: string, timeoutMs = 2000): Promise<'ok' | s
     conn.once('error', (err: NodeJS.ErrnoException) => done(err.code ?? err.message));
     conn.setTimeout(timeoutMs, () => done(`no answer within ${timeoutMs} ms`));
   });
+}
+
+/**
+ * The task relay binary as the sandboxer finds it (next to its executable, else PATH), whether its relay mode runs,
+ * and whether the relay socket in the state dir answers.
+ */
+export async function relayFacts(kind: Kind, stateDir: string, dirs: readonly string[]): Promise<RelayFacts> {
+  const sandboxer = findExecutable(sandboxerBinary(kind), dirs);
+  const file = (sandboxer && findExecutable(shimBinary(kind), [path.dirname(sandboxer)])) ?? findExecutable(shimBinary(kind), dirs);
+  if (!file) return { kind };
+  const r = await runVersion(file, ['relay', '--help']);
+  const runs = r.error ?? (RELAY_USAGE.test(r.output ?? '') ? 'ok' : 'no relay mode: `relay --help` printed no relay usage');
+  const socketPath = path.join(stateDir, 'relay.sock');
+  const socket = pathFacts(socketPath).type === 'socket' ? { path: socketPath, connect: await connectProbe(socketPath) } : undefined;
+  return { kind, path: file, runs, socket };
 }
 
 function readText(file: string): string | undefined {
@@ -219,7 +235,7 @@ export async function checkHost(opts: HostCheckOptions): Promise<Finding[]> {
       connect: socket.type === 'socket' ? await connectProbe(loc.socket) : undefined,
       stateDir: pathFacts(loc.dir),
     };
-    findings.push(checkSocket(facts), checkStateDir(facts));
+    findings.push(checkSocket(facts), checkStateDir(facts), checkRelay(await relayFacts(loc.kind, loc.dir, dirs)));
   }
   return findings;
 }
