@@ -87,6 +87,7 @@ export function processAlive(pid: number): boolean {
 
 const PIPED: StdioOptions = ['ignore', 'pipe', 'pipe'];
 const SWEEP_MS = 2_000;
+const KILL_WAIT_MS = 5_000;
 /** no timeout: the largest setTimeout delay */
 const FOREVER_MS = 2_147_483_647;
 
@@ -106,6 +107,33 @@ function cmdline(pid: number): string {
   } catch {
     return '';
   }
+}
+
+/**
+ * Live host processes of runsc working on state dir `dir`: runsc-sandbox, runsc-gofer (`--root=<dir>`) and runsc
+ * CLI calls (`--root <dir>`). The whole argument must match: pod `a` must not take pod `ab`'s processes.
+ */
+export function runscProcesses(dir: string): number[] {
+  const out: number[] = [];
+  let names: string[] = [];
+  try {
+    names = fs.readdirSync('/proc');
+  } catch {
+    return out;
+  }
+  for (const name of names) {
+    const pid = Number(name);
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    const argv = cmdline(pid).split('\0');
+    if (!path.basename(argv[0] ?? '').startsWith('runsc')) continue;
+    const hit = argv.some((a, i) => a === `--root=${dir}` || (a === '--root' && argv[i + 1] === dir));
+    if (hit && processAlive(pid)) out.push(pid);
+  }
+  return out;
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 function stdioFor(s: ProcessStdio): StdioOptions {
@@ -222,12 +250,36 @@ export class RunscEngine implements SandboxEngine {
     await this.pods.kill({ id: pod, namespace: pod, bundle }, undefined, signal, false);
   }
 
-  /** Kills the pod's sandbox (every container in it) and removes its runsc state. Idempotent. */
+  /**
+   * Kills the pod's sandbox (every container in it) and removes its runsc state. Idempotent. Whatever runsc no
+   * longer knows about — a sandbox whose state file is gone or was taken for exited, a gofer of a half-made
+   * container, a runsc call still running against the pod — is found by the pod's state dir in its command line
+   * and killed too: `runsc delete --force` only reaches what its state files name.
+   */
   async destroySandbox(pod: string, bundle: string): Promise<void> {
     const dir = this.podStateDir(pod);
+    // a root `runsc start` in flight holds the container's lock; delete after it (bounded by the call timeout)
+    await this.rootStarts.get(pod)?.catch(() => undefined);
     if (fs.existsSync(dir)) {
       await this.pods.delete({ id: pod, namespace: pod, bundle }, { force: true }).catch((err: Error) =>
         this.logger?.warn({ pod, err: err.message }, 'runsc delete of the pod sandbox failed'));
+    }
+    const left = runscProcesses(dir);
+    if (left.length > 0) {
+      this.logger?.warn({ pod, pids: left }, 'runsc processes of the pod outlived runsc delete; killing them');
+      for (const pid of left) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+      const end = Date.now() + KILL_WAIT_MS;
+      while (left.some(processAlive) && Date.now() < end) await delay(20);
+      const alive = left.filter(processAlive);
+      // zombies among them are reaped by the reaper (tracked ones) or the orphan sweep, never here: some may be
+      // runsc calls Node spawned, whose exits belong to libuv
+      if (alive.length > 0) this.logger?.error({ pod, pids: alive }, 'runsc processes of the pod survived SIGKILL');
     }
     for (const [k, w] of this.watched) if (w.at.stateDir === dir) this.watched.delete(k);
     this.rootStarts.delete(pod);

@@ -1,7 +1,9 @@
 // Measures (prints, asserts nothing about speed): pod + container start through the Controller and the Task API
 // against a bare `runsc run` of the same kind of bundle with the same flags, in the same run, plus the floor of the
 // one-kernel-per-pod design: the same runsc calls from a plain loop (root create+start, app create+start+wait), no
-// sandboxer; and the host memory a pod costs beyond gVisor's own processes (the sandboxer's PSS growth per idle pod).
+// sandboxer; the decomposition of our path (each Controller/Task call from the client, and the runsc calls the
+// sandboxer made for it, from its debug log); and the host memory a pod costs beyond gVisor's own processes (the
+// sandboxer's PSS growth per idle pod).
 // QUARK_BENCH_ROUNDS sets the rounds (default 5); rounds alternate the order of the three so load drift is shared.
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -22,23 +24,55 @@ const runsc = runscPath();
 const maybe = runsc ? describe : describe.skip;
 const ROUNDS = Number(process.env['QUARK_BENCH_ROUNDS'] ?? 5);
 
+/**
+ * The runsc calls the sandboxer logged for pod `pod` (root = the pod id, app = `<pod>-c`), named "root create",
+ * "app start", …, with the duration the engine measured around each.
+ */
+function runscCalls(lines: string[], pod: string): Array<[string, number]> {
+  const out: Array<[string, number]> = [];
+  for (const l of lines) {
+    if (!l.includes('"oci runtime call"')) continue;
+    const e = JSON.parse(l) as { args?: string[]; ms?: number };
+    const args = e.args ?? [];
+    const target = args[args.length - 1];
+    const who = target === pod ? 'root' : target === `${pod}-c` ? 'app' : undefined;
+    if (who && typeof e.ms === 'number') out.push([`${who} ${args[0]}`, e.ms]);
+  }
+  return out;
+}
+
 maybe('start time and memory (printed)', () => {
   let work: string;
   let sb: SandboxerProcess;
   let controller: sandboxApi.ControllerClient;
-  let conn: TtrpcClient;
+  /** unset: the next runPod connects to the sandboxer's task socket */
+  let conn: TtrpcClient | undefined;
   let tasks: TaskClient;
+  let script: string;
   let dir: string;
   const bundles: BusyboxBundle[] = [];
 
   beforeAll(async () => {
     work = tempDir('kuasar-quark-bench-');
-    const script = await bundleSandboxer(work);
+    script = await bundleSandboxer(work);
     dir = path.join(work, 'state');
     fs.writeFileSync(path.join(work, 'config.toml'), `[quark]\nrunsc = "${runsc}"\nexit_poll_ms = 100\n`);
-    sb = await startSandboxerProcess(script, ['--listen', path.join(work, 'q.sock'), '--dir', dir, '--config', path.join(work, 'config.toml'), '--log-level', 'info']);
-    controller = controllerClient(path.join(work, 'q.sock'));
+    // debug: the engine logs every runsc call with its duration, which the decomposition below reads
+    await startSb('debug');
   });
+
+  /** (Re)starts the sandboxer at `level`; pods of a previous one must be gone. */
+  const startSb = async (level: 'debug' | 'info'): Promise<void> => {
+    if (sb) {
+      conn?.close();
+      controller?.close();
+      sb.child.kill('SIGTERM');
+      await sb.exited;
+    }
+    sb = await startSandboxerProcess(script, ['--listen', path.join(work, 'q.sock'), '--dir', dir, '--config', path.join(work, 'config.toml'), '--log-level', level]);
+    controller = controllerClient(path.join(work, 'q.sock'));
+    conn = undefined;
+  };
 
   afterAll(async () => {
     conn?.close();
@@ -53,7 +87,7 @@ maybe('start time and memory (printed)', () => {
   const runPod = async (id: string, args: string[], prepared?: BusyboxBundle): Promise<{ sandboxPid: number; exited: Promise<unknown> }> => {
     await rpc(controller, 'create', { sandboxId: id, options: podOptions(id), netnsPath: '', sandboxer: 'quark' });
     const started = await rpc(controller, 'start', { sandboxId: id });
-    if (!tasks) ({ conn, tasks } = await taskClient(started.address));
+    if (!conn) ({ conn, tasks } = await taskClient(started.address));
     const b = prepared ?? criBundle(id, started.pid, args, work);
     bundles.push(b);
     await tasks.create({ id: `${id}-c`, bundle: b.path } as never);
@@ -84,6 +118,9 @@ maybe('start time and memory (printed)', () => {
     const floor: number[] = [];
     const floorSteps: Record<string, number[]> = {};
     const ours: number[] = [];
+    /** client-side time of each call of our path, and the runsc calls the sandboxer made for it (its debug log) */
+    const phases: Record<string, number[]> = {};
+    const calls: Record<string, number[]> = {};
     const flags = ['--platform=systrap', '--network=host'];
     const rs = (root: string, args: string[]) => {
       // create: no pipes, the sandbox would hold them open for its whole life
@@ -91,7 +128,7 @@ maybe('start time and memory (printed)', () => {
       if (r.status !== 0) throw new Error(`runsc ${args.join(' ')} failed: ${r.error?.message ?? r.stderr}`);
       return r.stdout ?? '';
     };
-    if (!tasks) await runPod('connect', ['true']).then(async ({ exited }) => {
+    if (!conn) await runPod('connect', ['true']).then(async ({ exited }) => {
       await exited;
       await tasks.delete({ id: 'connect-c' } as never);
       await rpc(controller, 'stop', { sandboxId: 'connect', timeoutSecs: 0 });
@@ -134,11 +171,27 @@ maybe('start time and memory (printed)', () => {
         rs(root, ['delete', '--force', pod]);
       },
       async (i) => {
-        const prepared = criBundle(`bench${i}`, 0, ['echo', 'hi'], work);
-        const t = performance.now();
-        const { exited } = await runPod(`bench${i}`, ['echo', 'hi'], prepared);
+        const id = `bench${i}`;
+        const prepared = criBundle(id, 0, ['echo', 'hi'], work);
+        bundles.push(prepared);
+        const logFrom = sb.logs.length;
+        const marks: number[] = [performance.now()];
+        const mark = () => marks.push(performance.now());
+        await rpc(controller, 'create', { sandboxId: id, options: podOptions(id), netnsPath: '', sandboxer: 'quark' });
+        mark();
+        await rpc(controller, 'start', { sandboxId: id });
+        mark();
+        await tasks.create({ id: `${id}-c`, bundle: prepared.path } as never);
+        mark();
+        const exited = tasks.wait({ id: `${id}-c` } as never);
+        await tasks.start({ id: `${id}-c` } as never);
+        mark();
         expect((await exited as { exitStatus: number }).exitStatus).toBe(0);
-        ours.push(performance.now() - t);
+        mark();
+        ours.push(marks[5]! - marks[0]!);
+        const phase = ['Controller.Create', 'Controller.Start', 'Task.Create', 'Task.Start', 'start to exit seen'];
+        phase.forEach((name, k) => (phases[name] ??= []).push(marks[k + 1]! - marks[k]!));
+        for (const [name, ms] of runscCalls(sb.logs.slice(logFrom), id)) (calls[name] ??= []).push(ms);
         await tasks.delete({ id: `bench${i}-c` } as never);
         await rpc(controller, 'stop', { sandboxId: `bench${i}`, timeoutSecs: 0 });
         await rpc(controller, 'shutdown', { sandboxId: `bench${i}` });
@@ -151,16 +204,20 @@ maybe('start time and memory (printed)', () => {
     process.stderr.write(`quark bench (${ROUNDS} rounds): bare runsc run (echo) ${show(bare)}; ` +
       `design floor (runsc root create+start, app create+start+wait; no sandboxer) ${show(floor)}, ratio ${(median(floor) / median(bare)).toFixed(2)}; ` +
       `quark-sandboxer Controller Create+Start + Task Create+Start+exit ${show(ours)}, ratio ${(median(ours) / median(bare)).toFixed(2)} (goal <= 1.15); ` +
-      `floor steps: ${Object.entries(floorSteps).map(([k, v]) => `${k} ${median(v).toFixed(0)}`).join(', ')} ms\n`);
+      `floor steps: ${Object.entries(floorSteps).map(([k, v]) => `${k} ${median(v).toFixed(0)}`).join(', ')} ms; ` +
+      `sandboxer phases (client side): ${Object.entries(phases).map(([k, v]) => `${k} ${median(v).toFixed(0)}`).join(', ')} ms; ` +
+      `its runsc calls: ${Object.entries(calls).map(([k, v]) => `${k} ${median(v).toFixed(0)}`).join(', ')} ms\n`);
     expect(median(ours)).toBeGreaterThan(0);
   });
 
   test('host memory per idle pod: the sandboxer part vs gVisor\'s own processes', async () => {
     const PODS = 3;
-    // settle the sandboxer's heap with one pod made and removed
-    await runPod('warm', ['sleep', '1000']);
-    await removePod('warm');
-    global.gc?.();
+    // info: debug lines of every runsc call would be heap churn counted as the pods' cost
+    await startSb('info');
+    // settle the sandboxer's heap (lazily compiled code, pools, first-use caches) with as many pods made and removed
+    // as are measured: a fresh process grows by ~1-2 MB per pod for its first pods whatever they hold
+    for (let i = 0; i < PODS; i++) await runPod(`warm${i}`, ['sleep', '1000']);
+    for (let i = 0; i < PODS; i++) await removePod(`warm${i}`);
     await new Promise((r) => setTimeout(r, 500));
     const before = pssKb(sb.pid);
     const pids: number[] = [];

@@ -1,12 +1,10 @@
 // The [quark] table against this very host: what cannot work here is refused at start-up with the reason.
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { ConfigError, createLogger, runSandboxer } from '@kuasar/sandbox';
+import { ConfigError, configDefaults } from '@kuasar/sandbox';
 import {
-  QUARK_CONFIG_SCHEMA, detectHost, goVersionOf, quarkSandboxerSpec, runscSettings, runscWarnings, type HostFacts, type QuarkConfig,
+  QUARK_CONFIG_SCHEMA, detectHost, goVersionOf, runscSettings, runscWarnings, type HostFacts, type QuarkConfig,
 } from '../src';
-import { configDefaults } from '@kuasar/sandbox';
-import { runscPath, tempDir } from './helpers';
+import { runscPath, startWithConfig } from './helpers';
 
 const runsc = runscPath();
 const maybe = runsc ? test : test.skip;
@@ -55,22 +53,8 @@ test('bad runsc paths and flags are named', () => {
 });
 
 maybe('the sandboxer refuses to start with network = "sandbox": exit 2, the reason on stderr, no socket', async () => {
-  const dir = tempDir('kuasar-quark-cfg-');
-  const file = path.join(dir, 'config.toml');
-  fs.writeFileSync(file, '[quark]\nnetwork = "sandbox"\n');
-  const exits: number[] = [];
-  let err = '';
-  const spy = jest.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((err += c.toString()), true));
-  try {
-    await runSandboxer(quarkSandboxerSpec('test'), {
-      argv: ['--listen', path.join(dir, 'q.sock'), '--dir', path.join(dir, 'state'), '--config', file],
-      exit: (code) => exits.push(code), logger: createLogger({ level: 'fatal' }),
-    });
-  } finally {
-    spy.mockRestore();
-  }
-  expect(exits).toEqual([2]);
-  expect(err).toMatch(/network = "sandbox" cannot work on this kernel/);
-  expect(fs.existsSync(path.join(dir, 'q.sock'))).toBe(false);
-  fs.rmSync(dir, { recursive: true, force: true });
+  const r = await startWithConfig('[quark]\nnetwork = "sandbox"\n');
+  expect(r.exits).toEqual([2]);
+  expect(r.stderr).toMatch(/network = "sandbox" cannot work on this kernel/);
+  expect(r.served).toBe(false);
 });

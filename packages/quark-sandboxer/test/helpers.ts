@@ -8,8 +8,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { build } from 'esbuild';
 import { cri, packAny, sandboxApi, task, type google } from '@kuasar/api';
+import { createLogger, runSandboxer } from '@kuasar/sandbox';
 import { TtrpcClient, createClient, type ServiceClient } from '@kuasar/ttrpc';
 import { createBusyboxBundle, type BusyboxBundle } from '../../task/test/helpers/bundle';
+import { quarkSandboxerSpec } from '../src/sandboxer-spec';
 
 export { createBusyboxBundle, type BusyboxBundle };
 
@@ -211,4 +213,28 @@ export function alive(pid: number): boolean {
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.floor(s.length / 2)]!;
+}
+
+/**
+ * Runs the sandboxer in-process with `configToml` as its config file, for configs it must refuse: the exit codes it
+ * asked for, what it wrote to stderr, and whether its Controller socket was made.
+ */
+export async function startWithConfig(configToml: string): Promise<{ exits: number[]; stderr: string; served: boolean }> {
+  const dir = tempDir('kuasar-quark-cfg-');
+  const file = path.join(dir, 'config.toml');
+  fs.writeFileSync(file, configToml);
+  const exits: number[] = [];
+  let stderr = '';
+  const spy = jest.spyOn(process.stderr, 'write').mockImplementation((c: string | Uint8Array) => ((stderr += c.toString()), true));
+  try {
+    await runSandboxer(quarkSandboxerSpec('test'), {
+      argv: ['--listen', path.join(dir, 'q.sock'), '--dir', path.join(dir, 'state'), '--config', file],
+      exit: (code) => exits.push(code), logger: createLogger({ level: 'fatal' }),
+    });
+  } finally {
+    spy.mockRestore();
+  }
+  const served = fs.existsSync(path.join(dir, 'q.sock'));
+  fs.rmSync(dir, { recursive: true, force: true });
+  return { exits, stderr, served };
 }

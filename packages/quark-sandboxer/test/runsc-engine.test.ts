@@ -1,8 +1,8 @@
 // RunscEngine's bookkeeping of sandbox exits, on real processes (no runsc needed): pids wrap at pid_max (32768 on
 // these 2-core nodes), so a new pod's sandbox can get the pid of one that exited earlier in the same process.
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import { RunscEngine } from '../src/runsc-engine';
+import { RunscEngine, runscProcesses } from '../src/runsc-engine';
 import { tempDir } from './helpers';
 
 /** A `sleep` whose parent shell exits at once, so it re-parents to this process (the engine made it a subreaper). */
@@ -62,5 +62,36 @@ describe('RunscEngine sandbox exits', () => {
     expect(early).toBe('pending');
     process.kill(second, 'SIGKILL');
     await expect(exited).resolves.toBe(128 + 9);
+  });
+});
+
+describe('runscProcesses', () => {
+  /** A live process whose argv is exactly `argv` (bash's exec -a sets argv[0]; `; :` keeps bash from exec'ing sleep). */
+  const fake = (argv: string[]): ChildProcess => spawn('bash', ['-c', `exec -a ${argv[0]} bash -c 'sleep 10; :' ${argv.slice(1).map((a) => `'${a}'`).join(' ')}`], { stdio: 'ignore' });
+  const children: ChildProcess[] = [];
+  afterAll(() => children.forEach((c) => c.kill('SIGKILL')));
+
+  test('finds runsc processes by the exact state dir, in both flag forms, and nothing else', async () => {
+    const root = tempDir('kuasar-runsc-procs-');
+    const a = `${root}/pods/a`;
+    const sandbox = fake(['runsc-sandbox', `--root=${a}`, 'boot']);
+    const cli = fake(['/usr/bin/runsc', '--root', a, 'wait', 'c1']);
+    const other = fake(['runsc-gofer', `--root=${a}b`, 'gofer']); // pod "ab": a longer dir with the same prefix
+    const notRunsc = fake(['sleeper', `--root=${a}`]);
+    children.push(sandbox, cli, other, notRunsc);
+    const want = [sandbox.pid!, cli.pid!].sort();
+    const deadline = Date.now() + 5000;
+    let got = runscProcesses(a);
+    // exec -a takes a moment to show in /proc/<pid>/cmdline
+    while (JSON.stringify([...got].sort()) !== JSON.stringify(want) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 50));
+      got = runscProcesses(a);
+    }
+    expect([...got].sort()).toEqual(want);
+    expect(runscProcesses(`${a}b`)).toEqual([other.pid]);
+    expect(runscProcesses(`${root}/pods/none`)).toEqual([]);
+    sandbox.kill('SIGKILL');
+    await new Promise((r) => sandbox.once('exit', r));
+    expect(runscProcesses(a)).toEqual([cli.pid]);
   });
 });
