@@ -81,7 +81,7 @@ async function main(): Promise<void> {
     const counts = [
       `fuzz: ${decoders.cases} decoder cases over ${decoders.decoders} request decoders (${decoders.crashes.length} crashes), ${wire.cases} calls over the sockets (${wire.hangs.length} hangs, ${wire.unclear.length} unclear, sandboxer ${wire.sandboxerAlive ? 'alive' : 'DEAD'})`,
       `bad-input/permission matrix: ${matrix.status === 0 ? 'passed' : 'FAILED'}`,
-      ...churnSummary({ ...report, artifacts: undefined }).split('\n').slice(0, 5),
+      ...churnSummary({ ...report, artifacts: undefined }).split('\n').slice(0, 6),
     ];
     const verdict = failures.length === 0 ? '**Passed.**' : `**Failed:** ${failures.join('; ')}.`;
     writeFileSync(docs, replaceBlock(readFileSync(docs, 'utf8'), BEGIN, END, [`Last run (${mode}, ${new Date().toISOString()}): ${verdict}`, '', '```', ...counts, '```'].join('\n')));

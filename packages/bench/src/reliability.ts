@@ -1,7 +1,7 @@
 // Churn with crashes: K pods created and removed continuously through containerd 2.1's CRI while the sandboxer is
 // SIGKILLed at random moments and started again on the same state dir. Afterwards every pod must be gone through its
 // own removal, every container exit reported with its code, and nothing left behind.
-import { mkdirSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes, randomInt } from 'node:crypto';
 import { cri } from '@kuasar/api';
@@ -48,10 +48,18 @@ export interface ChurnReport {
   /** Pods or containers whose step never succeeded within stepDeadlineMs: `<pod> <step>: <last error>`. */
   podsStuck: string[];
   /**
-   * Pods of a RunPodSandbox attempt that failed (a crash interrupted it) which CRI still listed NOTREADY at the end;
-   * removed then, as kubelet's sandbox garbage collection does. Their removal must succeed and leave nothing.
+   * Pods of a RunPodSandbox attempt that failed (a crash interrupted it) which CRI still listed at the end: NOTREADY,
+   * or READY when containerd was killed after its own record was written and its restart recovered the pod (the
+   * caller saw only the broken connection). Stopped and removed then, as kubelet's sandbox garbage collection does
+   * for sandboxes it did not ask for; their removal must succeed and leave nothing.
    */
   podsCollected: string[];
+  /**
+   * Sandboxes the sandboxer removed by itself because containerd held no record of them any more: a kill -9 (or a
+   * failure) cut off the reply to their Create or Start, so RunPodSandbox failed and containerd dropped them without
+   * a Stop or Shutdown (packages/sandbox/src/controller.ts, reconcile). Not pods of this run: none of them was returned.
+   */
+  sandboxesForgotten: string[];
   /** Pods CRI still lists at the end that nobody may remove (not a failed attempt's), or whose removal failed. */
   podsListedAtEnd: string[];
   containersListedAtEnd: string[];
@@ -71,6 +79,12 @@ export interface ChurnReport {
    * StartError: the failure was reported to the caller, as kubelet would see it, so this is not a lost exit.
    */
   startErrors: string[];
+  /**
+   * Containers CRI marked UNKNOWN: containerd restarted between CreateContainer and StartContainer, and the sandboxer
+   * was down while containerd's recovery deleted the never-started task. CRI refuses to start them; as kubelet does,
+   * the run stops them (StopContainer), which must succeed and end them EXITED.
+   */
+  containersUnknown: string[];
   /** Errors that a retry got past (the sandboxer was down or recovering), by CRI method. */
   transientErrors: Record<string, number>;
   transientSamples: string[];
@@ -78,6 +92,7 @@ export interface ChurnReport {
     mounts: string[];
     processes: string[];
     cgroups: string[];
+    /** task and runtime state dirs, and sandbox dirs left in the sandboxer's state dir */
     stateDirs: string[];
     sockets: string[];
     shims: number[];
@@ -95,6 +110,21 @@ class StepTimeout extends Error {
 
 const isCode = (err: unknown, code: number): boolean => err instanceof CriError && err.code === code;
 const NOT_FOUND = 5;
+/**
+ * How long the checks wait for the sandboxer to drop sandboxes containerd forgot: it looks each one up 5 s after its
+ * last Create/Start or its restart, in rounds 5 s apart (RECONCILE_TIMING in @kuasar/sandbox).
+ */
+const FORGOTTEN_GRACE_MS = 30_000;
+/** Sandbox ids the sandboxer was asked to Create, from its debug log: also those containerd never returned. */
+const createdIds = (log: string): string[] => [...new Set([...log.matchAll(/"method":"Create","sandbox":"([0-9a-f]{64})"/g)].map((m) => m[1]!))];
+/** Sandbox dirs left in the sandboxer's state dir (every name but the tasks dir, sockets and dot files). */
+const sandboxDirs = (dir: string): string[] => {
+  try {
+    return readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory() && e.name !== 'tasks' && !e.name.startsWith('.')).map((e) => path.join(dir, e.name));
+  } catch {
+    return [];
+  }
+};
 
 export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
   const progress = o.progress ?? ((): void => undefined);
@@ -102,8 +132,8 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
   const stack = await BenchStack.start({ logLevel: 'debug', ...o.stack });
   const sbLogStart = stack.sb.rawLogs().length;
   const report: ChurnReport = {
-    durationMs: 0, kills: 0, containerdRestarts: 0, cycles: 0, podsCreated: 0, podsRemoved: 0, podsLost: [], podsStuck: [], podsCollected: [], podsListedAtEnd: [],
-    containersListedAtEnd: [], exitsReported: 0, exitsWhileDown: [], exitsReadopted: 0, exitsWrong: [], startErrors: [], transientErrors: {}, transientSamples: [],
+    durationMs: 0, kills: 0, containerdRestarts: 0, cycles: 0, podsCreated: 0, podsRemoved: 0, podsLost: [], podsStuck: [], podsCollected: [], sandboxesForgotten: [], podsListedAtEnd: [],
+    containersListedAtEnd: [], exitsReported: 0, exitsWhileDown: [], exitsReadopted: 0, exitsWrong: [], startErrors: [], containersUnknown: [], transientErrors: {}, transientSamples: [],
     leaks: { mounts: [], processes: [], cgroups: [], stateDirs: [], sockets: [], shims: [] }, relayFds: undefined, sandboxerErrors: [],
   };
   const ids: string[] = [];
@@ -196,11 +226,18 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       ids.push(containerId);
       where = 'StartContainer';
       let startFailed: string | undefined;
+      let unknown = false;
       await step('StartContainer', async () => {
         try {
           await stack.client.startContainer(containerId);
         } catch (err) {
           lost(err);
+          if (/CONTAINER_UNKNOWN/.test((err as Error).message)) {
+            // kubelet's answer to an UNKNOWN container: stop it, then make a new one (here: end the cycle)
+            unknown = true;
+            startFailed = (err as Error).message.split('\n')[0]!.slice(0, 200);
+            return;
+          }
           // CRI moves a container whose start failed to EXITED (StartError); a start whose reply was lost (a retry
           // then finds it RUNNING) took effect: it is RUNNING or EXITED with its own code, and checked like any other.
           const st = await stack.client.containerStatus(containerId).catch(() => undefined);
@@ -215,6 +252,13 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
       const startedAt = Date.now();
       const startError = async (): Promise<boolean> => {
         if (startFailed === undefined) return false;
+        if (unknown) {
+          await step('StopContainer', () => stack.client.stopContainer(containerId, 0));
+          const st = await step('ContainerStatus', () => stack.client.containerStatus(containerId));
+          if (st.state === cri.ContainerState.CONTAINER_EXITED) report.containersUnknown.push(`${containerId}: ${startFailed}`);
+          else report.exitsWrong.push(`${containerId}: UNKNOWN, then ${cri.containerStateToJSON(st.state)} after StopContainer`);
+          return true;
+        }
         const st = await step('ContainerStatus', () => stack.client.containerStatus(containerId));
         if (st.state === cri.ContainerState.CONTAINER_EXITED && st.reason === 'StartError') report.startErrors.push(`${containerId}: ${startFailed}`);
         else report.exitsWrong.push(`${containerId}: StartContainer failed (${startFailed}) but CRI reports ${cri.containerStateToJSON(st.state)} ${st.exitCode} (${st.reason || '-'})`);
@@ -330,7 +374,7 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
 
     for (const p of await stack.client.listPodSandbox()) {
       const what = `${p.id} ${p.metadata?.name} ${cri.podSandboxStateToJSON(p.state)}`;
-      if (!ids.includes(p.id) && failedAttempts.has(p.metadata?.name ?? '') && p.state === cri.PodSandboxState.SANDBOX_NOTREADY) {
+      if (!ids.includes(p.id) && failedAttempts.has(p.metadata?.name ?? '')) {
         ids.push(p.id);
         try {
           await stack.client.stopPodSandbox(p.id);
@@ -346,19 +390,22 @@ export async function runChurn(o: ChurnOptions): Promise<ChurnReport> {
     }
     report.containersListedAtEnd = (await stack.client.listContainers()).map((c) => `${c.id} ${cri.containerStateToJSON(c.state)}`);
     for (const p of await stack.client.listPodSandbox()) if (!ids.includes(p.id)) ids.push(p.id);
-    // Processes take a moment to be reaped after RemovePodSandbox returns.
+    // Every sandbox the sandboxer was asked for, also those whose Create/Start reply a kill cut off.
+    for (const id of createdIds(stack.sb.rawLogs().slice(sbLogStart))) if (!ids.includes(id)) ids.push(id);
+    // Processes take a moment to be reaped after RemovePodSandbox returns; forgotten sandboxes a few rounds of look-ups.
     const relay = stack.sb.relayPid();
-    const deadline = Date.now() + 10_000;
+    const deadline = Date.now() + FORGOTTEN_GRACE_MS;
     let procs = leftoverProcesses(stack.sb.pid, ids, [relay ?? -1]);
-    while (procs.length > 0 && Date.now() < deadline) {
+    while ((procs.length > 0 || sandboxDirs(stack.sbDir).length > 0) && Date.now() < deadline) {
       await sleep(200);
       procs = leftoverProcesses(stack.sb.pid, ids, [relay ?? -1]);
     }
+    report.sandboxesForgotten = [...new Set([...stack.sb.rawLogs().slice(sbLogStart).matchAll(/"sandbox":"([0-9a-f]{64})"[^\n]*"msg":"containerd holds no record of this sandbox/g)].map((m) => m[1]!))];
     report.leaks = {
       processes: procs,
       mounts: [...leftoverMounts([stack.sbDir, path.join(stack.ctrd.dir, 'state')], ids), ...leftoverMounts([stack.ctrd.root], ids).filter((m) => /\/(rootfs|shm|netns|sandboxes)\b/.test(m))],
       cgroups: leftoverCgroups(ids),
-      stateDirs: leftoverStateDirs([path.join(stack.sbDir, 'tasks'), '/run/kuasar/runc', '/run/kuasar/crun'], ids),
+      stateDirs: [...leftoverStateDirs([path.join(stack.sbDir, 'tasks'), '/run/kuasar/runc', '/run/kuasar/crun'], ids), ...sandboxDirs(stack.sbDir)],
       sockets: [...leftoverSockets(stack.sbDir, [stack.sb.taskSocket, path.join(stack.sbDir, 'relay.sock')]), ...leftoverSockets(path.join(stack.ctrd.dir, 'state'))],
       shims: processesMentioning(stack.ctrd.grpcAddress),
     };
@@ -391,9 +438,12 @@ export function churnSummary(r: ChurnReport): string {
   const transient = Object.entries(r.transientErrors).map(([k, v]) => `${k} ${v}`).join(', ') || 'none';
   return [
     `churn: ${(r.durationMs / 1000).toFixed(0)} s, ${r.kills} sandboxer kill -9 + restart, ${r.containerdRestarts} containerd kill -9 + restart, ${r.cycles} pod cycles`,
-    `pods: ${r.podsCreated} created, ${r.podsRemoved} removed cleanly, ${r.podsLost.length} lost, ${r.podsStuck.length} stuck, ${r.podsCollected.length} left NOTREADY by an interrupted RunPodSandbox and garbage-collected, ${r.podsListedAtEnd.length} still listed (containers listed: ${r.containersListedAtEnd.length})`,
-    `container exits: ${r.exitsReported} reported with the right code (${r.exitsReadopted} of them re-adopted across a restart), ${r.exitsWhileDown.length} while the sandboxer was down (255, documented), ${r.startErrors.length} StartError after a crash during StartContainer, ${r.exitsWrong.length} wrong or missing`,
-    `leaks: ${leakCounts}${r.relayFds ? `; task relay fds ${r.relayFds.start} → ${r.relayFds.end}` : ''}`,
+    `pods: ${r.podsCreated} created, ${r.podsRemoved} removed cleanly, ${r.podsLost.length} lost, ${r.podsStuck.length} stuck, ${r.podsCollected.length} left by an interrupted RunPodSandbox and garbage-collected, ${r.podsListedAtEnd.length} still listed (containers listed: ${r.containersListedAtEnd.length})`,
+    `sandboxes containerd forgot (Create/Start reply cut off by a kill) and the sandboxer removed by itself: ${r.sandboxesForgotten.length}`,
+    `container exits: ${r.exitsReported} reported with the right code (${r.exitsReadopted} of them re-adopted across a restart), ${r.exitsWhileDown.length} while the sandboxer was down (255, documented), ${r.startErrors.length} StartError after a crash during StartContainer, ${r.containersUnknown.length} UNKNOWN after a containerd restart (stopped), ${r.exitsWrong.length} wrong or missing`,
+    // Reported, not (yet) a failure: in about one quick run in three the relay ends with one or two containerd
+    // connections (2 fds each, with their sandboxer side) still open; not understood yet (docs/benchmarks.md).
+    `leaks: ${leakCounts}${r.relayFds ? `; task relay fds ${r.relayFds.start} → ${r.relayFds.end}${r.relayFds.end > r.relayFds.start ? ' (MORE than at the start)' : ''}` : ''}`,
     `retried errors: ${transient}; sandboxer error log lines: ${r.sandboxerErrors.length}`,
     ...[...r.podsLost.map((x) => `LOST ${x}`), ...r.exitsWhileDown.slice(0, 5).map((x) => `DOWN ${x}`), ...r.podsStuck.map((x) => `STUCK ${x}`), ...r.exitsWrong.map((x) => `EXIT ${x}`), ...r.podsListedAtEnd.map((x) => `LISTED ${x}`)].slice(0, 40),
     ...Object.entries(r.leaks).flatMap(([k, v]) => (v as unknown[]).slice(0, 10).map((x) => `LEAK ${k}: ${String(x)}`)),
@@ -410,6 +460,9 @@ export function churnFailures(r: ChurnReport): string[] {
   check('pods still listed', r.podsListedAtEnd.length);
   check('containers still listed', r.containersListedAtEnd.length);
   check('container exits wrong or missing', r.exitsWrong.length);
+  // The restart contract (docs/operations.md): every container's end is accounted for: its real code, 255 for an
+  // exit while nothing could see it, or a StartError for a start the crash interrupted.
+  check('containers whose end is not accounted for', r.podsCreated - r.exitsReported - r.exitsWhileDown.length - r.startErrors.length - r.containersUnknown.length - r.exitsWrong.length - r.podsStuck.length - r.podsLost.length);
   for (const [k, v] of Object.entries(r.leaks)) check(`leaked ${k}`, v.length);
   if (r.podsCreated === 0) out.push('no pod was created');
   return out;

@@ -10,6 +10,7 @@ import {
   NotFoundError,
   messageOf,
 } from './errors';
+import { ContainerdSandboxView, type SandboxView } from './containerd-view';
 import type { SandboxExit } from './exit';
 import { validateSandboxId } from './id';
 import { KeyedMutex } from './lock';
@@ -60,6 +61,18 @@ export interface StatusResult {
   version: number;
 }
 
+/** How often and how long sandboxes whose Create or Start reply may have been lost are checked against containerd. */
+export interface ReconcileTiming {
+  /** A sandbox is first looked up this long after its last Create/Start (or the restart that found it). */
+  afterMs: number;
+  /** Between two rounds of look-ups while any sandbox is in doubt. */
+  everyMs: number;
+  /** Still held by containerd this long after: containerd has it for good (it drops a failed one within a moment). */
+  settleMs: number;
+}
+
+export const RECONCILE_TIMING: ReconcileTiming = { afterMs: 5_000, everyMs: 5_000, settleMs: 120_000 };
+
 export interface RecoveryReport {
   adopted: string[];
   cleaned: string[];
@@ -74,12 +87,23 @@ export interface RecoveryReport {
 export class SandboxController {
   private readonly sandboxes = new Map<string, Sandbox>();
   private readonly locks = new KeyedMutex();
+  /**
+   * Sandboxes made through the Controller that containerd has not addressed since their Create/Start, by when that
+   * was: their reply may have been lost (kill -9 of the sandboxer, a failed Start), and then containerd 2.x deletes its
+   * record and never calls Stop or Shutdown. Checked against containerd's sandbox store (reconcile).
+   */
+  private readonly doubtful = new Map<string, number>();
+  private reconcileTimer: NodeJS.Timeout | undefined;
+  private reconciling: Promise<string[]> | undefined;
 
   constructor(
     private readonly kind: Sandboxer,
     private readonly store: SandboxStore,
     private readonly logger: Logger,
     private readonly endpoint: TaskEndpoint,
+    /** containerd's view of its sandboxes; by default from CONTAINERD_ADDRESS/TTRPC_ADDRESS, none without them. */
+    private readonly view: SandboxView | undefined = ContainerdSandboxView.fromEnv(),
+    private readonly timing: ReconcileTiming = RECONCILE_TIMING,
   ) {}
 
   /** Sandboxes currently known (tests, diagnostics). */
@@ -136,6 +160,7 @@ export class SandboxController {
         throw err;
       }
       this.sandboxes.set(id, sandbox);
+      this.doubt(sandbox);
       sandbox.logger.info({ netns: record.netnsPath, hasConfig: config !== undefined }, 'sandbox created');
     });
   }
@@ -146,6 +171,8 @@ export class SandboxController {
       const sandbox = this.get(id);
       const r = sandbox.record;
       if (r.state !== 'created') throw new FailedPreconditionError(`sandbox ${id} is ${r.state}, not created`);
+      // Whether it succeeds or not, containerd may never see the answer: the look-up clock restarts here.
+      this.doubt(sandbox);
       const started = await this.kind.start(sandbox);
       r.state = 'ready';
       r.pid = started.pid;
@@ -154,6 +181,7 @@ export class SandboxController {
       // Watch before persisting: if the write fails the process still runs, and Stop/Shutdown need its exit.
       this.watchExit(sandbox);
       await this.persist(sandbox);
+      this.doubt(sandbox);
       sandbox.logger.info({ pid: r.pid }, 'sandbox started');
       return { pid: r.pid, createdAt: r.startedAt, labels: r.labels, ...this.endpoint };
     });
@@ -161,11 +189,14 @@ export class SandboxController {
 
   /** Blocks until the sandbox has exited; `signal` ends the wait early (client gone) without side effects. */
   async wait(id: string, signal?: AbortSignal): Promise<SandboxExit> {
-    return this.get(id).exitSignal.wait(signal);
+    const sandbox = this.get(id);
+    this.claim(sandbox);
+    return sandbox.exitSignal.wait(signal);
   }
 
   async stop(id: string, timeoutSecs: number): Promise<void> {
     validateSandboxId(id);
+    this.claimById(id);
     await this.locks.run(id, async () => this.stopLocked(this.get(id), timeoutSecs));
   }
 
@@ -195,6 +226,7 @@ export class SandboxController {
 
   async status(id: string, verbose: boolean): Promise<StatusResult> {
     const sandbox = this.get(id);
+    this.claim(sandbox);
     const r = sandbox.record;
     const info: Record<string, string> = {};
     if (verbose) {
@@ -222,11 +254,7 @@ export class SandboxController {
     validateSandboxId(id);
     await this.locks.run(id, async () => {
       const sandbox = this.get(id);
-      if (sandbox.record.state === 'ready') await this.stopLocked(sandbox, 0);
-      await this.kind.shutdown(sandbox);
-      await this.store.remove(id);
-      this.sandboxes.delete(id);
-      sandbox.exitSignal.abandon(new NotFoundError(`sandbox ${id} was shut down`));
+      await this.removeLocked(sandbox);
       sandbox.logger.info('sandbox shut down');
     });
   }
@@ -270,12 +298,13 @@ export class SandboxController {
   }
 
   platform(id: string): types.Platform {
-    this.get(id);
+    this.claim(this.get(id));
     return hostPlatform();
   }
 
   async metrics(id: string): Promise<types.Metric> {
     const sandbox = this.get(id);
+    this.claim(sandbox);
     // CRI's ListPodSandboxStats asks about every sandbox, ready or not, and fails as a whole on any error other
     // than NOT_FOUND/UNAVAILABLE; "nothing to measure" must therefore be NOT_FOUND.
     if (sandbox.record.state !== 'ready') throw new NotFoundError(`sandbox ${id} is ${sandbox.record.state}: no metrics`);
@@ -287,6 +316,7 @@ export class SandboxController {
   async update(id: string, update: types.Sandbox | undefined, fields: readonly string[]): Promise<void> {
     validateSandboxId(id);
     if (!update) throw new InvalidArgumentError('update carries no sandbox');
+    this.claimById(id);
     await this.locks.run(id, async () => {
       const sandbox = this.get(id);
       const current = sandbox.record.sandbox ?? types.Sandbox.fromPartial({ sandboxId: id });
@@ -358,6 +388,7 @@ export class SandboxController {
     const verdict = r.state === 'stopped' ? 'dead' : await this.kind.recover(sandbox);
     if (verdict === 'alive') {
       this.sandboxes.set(r.id, sandbox);
+      this.doubt(sandbox);
       if (r.state === 'ready') this.watchExit(sandbox);
       sandbox.logger.info({ state: r.state, pid: r.pid }, 'recovery: sandbox alive, re-adopted');
       report.adopted.push(r.id);
@@ -375,8 +406,113 @@ export class SandboxController {
       r.exit ??= { exitStatus: UNKNOWN_EXIT_STATUS, exitedAt: new Date() };
       sandbox.exitSignal.resolve(r.exit);
       this.sandboxes.set(r.id, sandbox);
+      this.doubt(sandbox);
       report.failed.push(r.id);
     }
+  }
+
+  // ---- sandboxes containerd forgot -----------------------------------------------------------------------------------
+
+  /** Sandboxes whose Create/Start reply containerd may not have received (nothing addressed them since). */
+  doubtfulIds(): string[] {
+    return [...this.doubtful.keys()];
+  }
+
+  /** A Controller sandbox containerd has not claimed: look it up once timing.afterMs has passed. */
+  private doubt(sandbox: Sandbox): void {
+    if (sandbox.record.task || sandbox.record.claimed || !this.view) return;
+    this.doubtful.set(sandbox.id, Date.now());
+    this.scheduleReconcile();
+  }
+
+  private claimById(id: string): void {
+    const sandbox = this.sandboxes.get(id);
+    if (sandbox) this.claim(sandbox);
+  }
+
+  /**
+   * containerd addressed the sandbox after Create/Start: its CRI holds it (it calls Wait/Status only for pods it
+   * stored, after the last step that can still fail). Persisted, so a restart does not put it in doubt again.
+   */
+  private claim(sandbox: Sandbox): void {
+    if (sandbox.record.claimed || sandbox.record.task) return;
+    sandbox.record.claimed = true;
+    this.doubtful.delete(sandbox.id);
+    void this.locks
+      .run(sandbox.id, async () => {
+        if (this.sandboxes.get(sandbox.id) === sandbox) await this.persist(sandbox);
+      })
+      .catch((err) => sandbox.logger.warn({ err: messageOf(err) }, 'persisting the claim failed'));
+  }
+
+  private scheduleReconcile(): void {
+    if (this.reconcileTimer || this.reconciling || this.doubtful.size === 0) return;
+    this.reconcileTimer = setTimeout(() => {
+      this.reconcileTimer = undefined;
+      void this.reconcile().finally(() => this.scheduleReconcile());
+    }, this.timing.everyMs);
+    // Never what keeps a sandboxer (or a test) alive.
+    this.reconcileTimer.unref();
+  }
+
+  /**
+   * One round: asks containerd about each sandbox in doubt for at least timing.afterMs. One it holds no record of in
+   * any namespace is removed like Shutdown would (containerd drops its record only after its Create/Start failed, and
+   * never calls about it again); one it holds past timing.settleMs is claimed; no answer (containerd down, 1.6 with no
+   * sandbox store) leaves it for the next round. Returns the ids removed.
+   */
+  async reconcile(): Promise<string[]> {
+    if (this.reconciling) return this.reconciling;
+    this.reconciling = this.reconcileRound().finally(() => {
+      this.reconciling = undefined;
+    });
+    return this.reconciling;
+  }
+
+  private async reconcileRound(): Promise<string[]> {
+    const view = this.view;
+    const asked = Date.now();
+    const due = [...this.doubtful].filter(([, since]) => asked - since >= this.timing.afterMs);
+    if (!view || due.length === 0) return [];
+    let answers: Map<string, boolean>;
+    try {
+      answers = await view.lookup(due.map(([id]) => id));
+    } catch (err) {
+      this.logger.warn({ err: messageOf(err) }, 'asking containerd about sandboxes in doubt failed');
+      return [];
+    }
+    const removed: string[] = [];
+    for (const [id, since] of due) {
+      const known = answers.get(id);
+      const sandbox = this.sandboxes.get(id);
+      // claimed, shut down or started again while containerd was asked: that answer is about the past
+      if (known === undefined || !sandbox || this.doubtful.get(id) !== since) continue;
+      if (known) {
+        if (asked - since >= this.timing.settleMs) this.claim(sandbox);
+        continue;
+      }
+      try {
+        await this.locks.run(id, async () => {
+          if (this.sandboxes.get(id) !== sandbox || this.doubtful.get(id) !== since) return;
+          sandbox.logger.warn({ state: sandbox.record.state, pid: sandbox.record.pid }, 'containerd holds no record of this sandbox (its Create/Start reply was lost): removing it');
+          // As Shutdown: a ready one is stopped first; a created one (no start recorded) only gets the kind's cleanup.
+          await this.removeLocked(sandbox);
+          removed.push(id);
+        });
+      } catch (err) {
+        sandbox.logger.error({ err: messageOf(err) }, 'removing a sandbox containerd forgot failed; retrying in the next round');
+      }
+    }
+    return removed;
+  }
+
+  private async removeLocked(sandbox: Sandbox): Promise<void> {
+    if (sandbox.record.state === 'ready') await this.stopLocked(sandbox, 0);
+    await this.kind.shutdown(sandbox);
+    await this.store.remove(sandbox.id);
+    this.sandboxes.delete(sandbox.id);
+    this.doubtful.delete(sandbox.id);
+    sandbox.exitSignal.abandon(new NotFoundError(`sandbox ${sandbox.id} was shut down`));
   }
 
   private watchExit(sandbox: Sandbox): void {

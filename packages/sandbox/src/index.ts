@@ -20,3 +20,4 @@ export type { MetricsAddress, MetricsServer, SandboxerMetrics } from './metrics'
 export * from './pod-members';
 export * from './pod-stop';
 export * from './task-sandbox';
+export * from './containerd-view';

@@ -35,6 +35,12 @@ export interface SandboxRecord {
    * API (task-sandbox.ts). The sandbox lives and ends with that task. Absent for sandboxes made through the Controller.
    */
   task?: SandboxTaskRef;
+  /**
+   * containerd addressed the sandbox after its Start (Wait, Status, Stop...), or its own sandbox store was seen to
+   * hold it long after: containerd knows it, and will Stop and Shut it down. Until then the Create or Start reply may
+   * have been lost, leaving a sandbox containerd forgot (controller.ts, reconcile).
+   */
+  claimed?: boolean;
 }
 
 /** A container of the task core, by containerd namespace and id. */
@@ -80,6 +86,7 @@ export function recordToJSON(r: SandboxRecord): unknown {
     exit: r.exit ? { exitStatus: r.exit.exitStatus, exitedAt: r.exit.exitedAt.toISOString() } : undefined,
     kindState: r.kindState,
     task: r.task ? { namespace: r.task.namespace, id: r.task.id } : undefined,
+    claimed: r.claimed === true ? true : undefined,
   };
 }
 
@@ -111,6 +118,7 @@ export function recordFromJSON(id: string, data: unknown): SandboxRecord {
       : undefined,
     kindState: o.kindState === undefined ? {} : asObject(o.kindState, 'kindState'),
     ...(o.task === undefined ? {} : { task: taskRef(o.task) }),
+    ...(o.claimed === true ? { claimed: true } : {}),
   };
 }
 

@@ -5,6 +5,8 @@ import { AlreadyExistsError, FailedPreconditionError } from './errors';
 import { isValidSandboxId } from './id';
 
 export const RECORD_FILE = 'sandbox.json';
+/** `write`'s temp file: `.sandbox.json.<pid>.<8 hex>`. */
+const TEMP_RECORD = /^\.sandbox\.json\.\d+\.[0-9a-f]{8}$/;
 
 /** What one state dir entry turned out to be when the store was listed at start-up. */
 export type StoredEntry =
@@ -124,10 +126,15 @@ export class SandboxStore {
     return out;
   }
 
-  /** Removes the sandbox dir only if it holds nothing; returns whether it did. */
+  /**
+   * Removes the sandbox dir only if it holds nothing but a record write a crash cut short (the temp file `write`
+   * makes before its rename); returns whether it did.
+   */
   async removeIfEmpty(id: string): Promise<boolean> {
+    const dir = this.dirOf(id);
     try {
-      await fs.rmdir(this.dirOf(id));
+      for (const name of await fs.readdir(dir)) if (TEMP_RECORD.test(name)) await fs.rm(path.join(dir, name), { force: true });
+      await fs.rmdir(dir);
       return true;
     } catch {
       return false;
