@@ -1,14 +1,17 @@
 // WASI pods through a REAL containerd with the wasm sandboxer, the kubelet's CRI flow end to end: 2.1 reaches the
-// sandboxer as a sandbox proxy plugin, 1.7 through the thin shim containerd-shim-kuasar-wasm-v2 (CRI's pause
-// container then arrives as a task, which the wasm engine holds as a placeholder). The image is testkit's
-// runwasi-style WASM_IMAGE: CMD ["/hello.wasm"] plus /fail.wasm and /sleep.wasm.
+// sandboxer as a sandbox proxy plugin, 1.6 and 1.7 through the thin shim containerd-shim-kuasar-wasm-v2 (CRI's pause
+// container then arrives as a task, which the wasm engine holds as a placeholder). `ctr run --rm` has no pod on any
+// version, so it takes the thin shim everywhere. The image is testkit's runwasi-style WASM_IMAGE: CMD ["/hello.wasm"]
+// plus /fail.wasm and /sleep.wasm.
 import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { cri } from '@kuasar/api';
 import {
-  CriError, WASM_IMAGE, WASM_IMAGE_OUTPUT, containerdAvailability, criLogStream, importImage, readCriLog, wasmImage,
+  CriError, CtrError, WASM_IMAGE, WASM_IMAGE_OUTPUT, containerdAvailability, criLogStream, importImage, readCriLog, wasmImage,
 } from '@kuasar/testkit';
-import { usesShim, type MatrixEntry } from '../src';
+import { runtimeType, shimBinaryName } from '@kuasar/shim';
+import { shimEnv, usesShim, type MatrixEntry } from '../src';
 import { Stack, eventually } from './stack';
 
 jest.setTimeout(240_000);
@@ -16,7 +19,10 @@ jest.setTimeout(240_000);
 const MATRIX: MatrixEntry[] = [
   { containerd: '2.1', sandboxer: 'wasm' },
   { containerd: '1.7', sandboxer: 'wasm' },
+  { containerd: '1.6', sandboxer: 'wasm' },
 ];
+/** `ctr run` tasks live outside CRI's namespace, as a user's would */
+const CTR_NS = 'default';
 
 describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × wasm-sandboxer`, e] as const))('%s', (_name, entry) => {
   const avail = containerdAvailability(entry.containerd);
@@ -29,6 +35,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × wasm-sandboxer`,
     if (!('bins' in avail)) return;
     await stack.start();
     await importImage(stack.ctrd, wasmImage().tarPath);
+    await importImage(stack.ctrd, wasmImage().tarPath, { namespace: CTR_NS });
     await stack.client.waitImage(WASM_IMAGE);
   });
   afterAll(async () => {
@@ -142,6 +149,46 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × wasm-sandboxer`,
     expect((await stack.client.podSandboxStatus(pod.podId, false)).status?.state).toBe(cri.PodSandboxState.SANDBOX_NOTREADY);
     await stack.client.removePodSandbox(pod.podId);
     expect(await stack.client.listContainers({ podSandboxId: pod.podId })).toEqual([]);
+    await stack.expectClean();
+  });
+
+  /**
+   * The runtime `ctr run --runtime` names. 1.x: the shim's runtime type (containerd has the thin shim on PATH and its
+   * task socket in the environment). 2.1 has neither, because CRI pods need no shim there, so ctr names a shim binary
+   * by absolute path: a wrapper with the right basename that sets the socket and execs the thin shim.
+   */
+  function ctrRuntime(): string {
+    if (usesShim(entry.containerd)) return runtimeType('wasm');
+    const dir = path.join(stack.base, 'ctr-shim');
+    const wrapper = path.join(dir, shimBinaryName('wasm'));
+    if (!existsSync(wrapper)) {
+      mkdirSync(dir, { recursive: true });
+      const [name, value] = Object.entries(shimEnv('wasm', path.join(stack.sbDir, 'relay.sock')))[0]!;
+      writeFileSync(wrapper, `#!/bin/sh\n${name}='${value}' exec '${path.join(stack.relayDir, shimBinaryName('wasm'))}' "$@"\n`);
+      chmodSync(wrapper, 0o755);
+    }
+    return wrapper;
+  }
+
+  maybe('ctr run --rm: stdout byte for byte, args reach the module, its exit code is ctr\'s, nothing left behind', async () => {
+    const id = `ctr-${randomBytes(4).toString('hex')}`;
+    stack.ids.push(id, `${id}-fail`);
+    const run = (cid: string, args: string[] = []) =>
+      stack.ctrd.ctr(['run', '--rm', '--runtime', ctrRuntime(), WASM_IMAGE, cid, ...args], { namespace: CTR_NS, timeoutMs: 60_000 });
+    // the image's CMD, twice: the second run finds the module compiled and the id free again
+    for (let i = 0; i < 2; i++) expect(await run(id)).toEqual({ stdout: WASM_IMAGE_OUTPUT['hello.wasm']!.stdout, stderr: '' });
+    const want = WASM_IMAGE_OUTPUT['fail.wasm']!;
+    const err = await run(`${id}-fail`, ['/fail.wasm']).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CtrError);
+    const failed = err as CtrError;
+    expect({ exitCode: failed.exitCode, stdout: failed.stdout, stderr: failed.stderr.slice(0, want.stderr.length) })
+      .toEqual({ exitCode: want.exitCode, stdout: want.stdout, stderr: want.stderr });
+    // --rm removed the containers and their tasks; the sandboxer kept no record of them
+    for (const what of ['containers', 'tasks']) {
+      expect((await stack.ctrd.ctr([what, 'ls', '-q'], { namespace: CTR_NS })).stdout.trim()).toBe('');
+    }
+    const records = path.join(stack.sbDir, 'tasks', CTR_NS);
+    expect(existsSync(records) ? readdirSync(records) : []).toEqual([]);
     await stack.expectClean();
   });
 

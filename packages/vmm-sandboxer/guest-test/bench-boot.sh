@@ -5,7 +5,7 @@
 #
 #   bash packages/vmm-sandboxer/guest-test/bench-boot.sh [RUNS] [extra kernel cmdline...]
 #
-# Prints one line per run and the medians. Uses the same QEMU settings as test/guest-boot.test.ts.
+# Prints one line per run and the medians. Uses the same QEMU settings as the guest tests' launcher (packages/vmm-task/test/guest.ts).
 set -euo pipefail
 
 RUNS="${1:-5}"; shift || true

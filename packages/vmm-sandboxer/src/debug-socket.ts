@@ -4,7 +4,7 @@
 // Wire format (kuasarctl's src/exec.ts is the client):
 //   client → server: one JSON line {sandbox, argv, tty, stdin, width?, height?}\n   (at most 64 KiB)
 //   then frames both ways: u8 type, u32 big-endian length, payload (at most 64 KiB)
-//     client → server: STDIN bytes, STDIN_END
+//     client → server: STDIN bytes, STDIN_END, RESIZE {width, height} (with tty: the client's window changed)
 //     server → client: STARTED {pid}, STDOUT bytes, STDERR bytes, EXIT {exitCode}, ERROR {code, message}
 //   The connection ends after EXIT or ERROR. A client that goes away first has its command killed.
 // Flow control is end to end: guest output gets credit back only once the client socket took it, and the client is
@@ -18,7 +18,7 @@ import type { PodRegistry, PodVm } from './pod-vm';
 
 export const DEBUG_SOCKET = 'debug.sock';
 
-export const DebugFrame = { Stdin: 1, StdinEnd: 2, Started: 3, Stdout: 4, Stderr: 5, Exit: 6, Error: 7 } as const;
+export const DebugFrame = { Stdin: 1, StdinEnd: 2, Started: 3, Stdout: 4, Stderr: 5, Exit: 6, Error: 7, Resize: 8 } as const;
 export const MAX_DEBUG_FRAME = 64 * 1024;
 const MAX_REQUEST = 64 * 1024;
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -91,6 +91,21 @@ export function parseDebugRequest(line: string): DebugExecRequest {
     ...(isSize(o.width) ? { width: o.width } : {}),
     ...(isSize(o.height) ? { height: o.height } : {}),
   };
+}
+
+/** A RESIZE frame's payload; throws RequestError for anything but {width, height} in 0..65535. */
+export function parseResize(payload: Buffer): { width: number; height: number } {
+  let o: unknown;
+  try {
+    o = JSON.parse(payload.toString('utf8'));
+  } catch {
+    throw new RequestError('INVALID_ARGUMENT', 'resize frame is not JSON');
+  }
+  const r = (o ?? {}) as Record<string, unknown>;
+  if (typeof o !== 'object' || Array.isArray(o) || !isSize(r.width) || !isSize(r.height)) {
+    throw new RequestError('INVALID_ARGUMENT', 'resize frame must be {"width": 0..65535, "height": 0..65535}');
+  }
+  return { width: r.width, height: r.height };
 }
 
 export class DebugSocket {
@@ -259,6 +274,14 @@ class DebugExec {
         return this.abort('INVALID_ARGUMENT', (e as Error).message);
       }
       for (const f of frames) {
+        if (f.type === DebugFrame.Resize) {
+          try {
+            this.resize(parseResize(f.payload));
+          } catch (e) {
+            return this.abort('INVALID_ARGUMENT', (e as Error).message);
+          }
+          continue;
+        }
         if (!stdin || stdin.closed) continue; // input without -i, or after its end: dropped
         if (f.type === DebugFrame.Stdin) {
           if (!stdin.write(new Uint8Array(f.payload))) this.socket.pause();
@@ -270,6 +293,13 @@ class DebugExec {
     this.socket.on('data', onData);
     if (this.rest.length > 0) onData(this.rest);
     this.socket.resume();
+  }
+
+  /** In order with other requests on the one channel, so the last size the client sent is the one that stays. */
+  private resize(size: { width: number; height: number }): void {
+    if (!this.req.tty || this.pid === undefined || this.exitCode !== undefined || this.finished) return;
+    this.pod.agent.session.request('debug.resize', { pid: this.pid, ...size }, { timeoutMs: 10_000 })
+      .catch((e: unknown) => this.logger.debug({ pid: this.pid, err: (e as Error).message }, 'debug exec resize not applied'));
   }
 
   private onEvent(e: EventMessage): void {

@@ -79,8 +79,8 @@ export const isAlive = isProcessAlive;
 export function qemuArgs(cfg: Pick<VmmConfig, 'kernel' | 'initrd' | 'machine' | 'shareFs' | 'debugConsole'>, spec: VmSpec): string[] {
   const dir = spec.dir;
   const mem = `${spec.size.memoryMiB}`;
-  const params = [spec.kernelParams, `kuasar.9p=${SHARE_TAG}`];
-  if (cfg.shareFs === 'virtiofs') params.push('kuasar.sharefs=virtiofs');
+  // /init mounts 9p tags itself; a virtiofs share is mounted by the agent (guest.setup), as /init knows only 9p
+  const params = [spec.kernelParams, cfg.shareFs === '9p' ? `kuasar.9p=${SHARE_TAG}` : ''];
   params.push(cfg.debugConsole ? 'kuasar.debug=1' : 'quiet');
   params.push(...(spec.extraParams ?? []));
   let machine = cfg.machine;
@@ -287,7 +287,11 @@ export class Qemu implements Hypervisor {
 
   private async startVirtiofsd(spec: VmSpec): Promise<ChildProcess> {
     const socket = path.join(spec.dir, VIRTIOFS_SOCKET);
-    const child = spawn(this.cfg.virtiofsd, [`--socket-path=${socket}`, '-o', `source=${path.join(spec.dir, SHARED_DIR)}`, '-o', 'cache=none'], {
+    // sandbox=chroot: virtiofsd stays in our mount namespace, so the binds made into the share after it started
+    // (each container's rootfs) are visible to it; in its own namespace they would not propagate (/ is private
+    // here). --rlimit-nofile=0: root without CAP_SYS_RESOURCE cannot raise the fd limit, which virtiofsd would try.
+    const args = [`--socket-path=${socket}`, '-o', `source=${path.join(spec.dir, SHARED_DIR)}`, '-o', 'cache=none', '-o', 'sandbox=chroot', '--rlimit-nofile=0'];
+    const child = spawn(this.cfg.virtiofsd, args, {
       stdio: ['ignore', 'ignore', 'pipe'], detached: true,
     });
     let stderr = '';

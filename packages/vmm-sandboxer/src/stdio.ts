@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import { Socket } from 'node:net';
 import * as tty from 'node:tty';
-import { dup, openPty, sendFd } from '@kuasar/sys';
+import { dup, loadKoffi, openPty, sendFd } from '@kuasar/sys';
 import { Code, TtrpcError, type ProcessStdio } from '@kuasar/task';
 import type { Session, Stream } from '@kuasar/vmm-protocol';
 import type { Logger } from '@kuasar/sandbox';
@@ -29,6 +29,35 @@ function spawnHolder(fds: number[]): { pid: number; startTime: string } | undefi
   } catch {
     return undefined; // without a holder only a restart loses the FIFO readers
   }
+}
+
+/**
+ * libuv re-opens a tty slave by path and works on the new fd; destroying the stream closes only that one. The fd
+ * we passed in would keep the slave open for good, and the pty master (containerd's copy to the stdout FIFO) would
+ * never see EIO, so the FIFO would never get EOF. Close ours once libuv has its own.
+ */
+function adoptTty<T extends tty.ReadStream | tty.WriteStream>(stream: T, fd: number): T {
+  const own = (stream as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  if (typeof own === 'number' && own >= 0 && own !== fd) fs.closeSync(fd);
+  return stream;
+}
+
+const TCGETS = 0x5401;
+const TCSETS = 0x5402;
+const OPOST = 0x1;
+type Ioctl = (fd: number, request: number, arg: Buffer) => number;
+let ioctl: Ioctl | undefined;
+
+/**
+ * The guest's pty already turned \n into \r\n; the host slave must pass bytes as they are (libuv's raw mode keeps
+ * output processing on, which would make that \r\r\n).
+ */
+function disableOutputProcessing(fd: number): void {
+  ioctl ??= loadKoffi().load('libc.so.6').func('ioctl', 'int', ['int', 'unsigned long', 'void *']) as unknown as Ioctl;
+  const termios = Buffer.alloc(64); // struct termios (kernel): c_iflag, c_oflag, c_cflag, c_lflag, c_line, c_cc[19]
+  if (ioctl(fd, TCGETS, termios) !== 0) throw new Error('ioctl(TCGETS) on the host pty failed');
+  termios.writeUInt32LE(termios.readUInt32LE(4) & ~OPOST, 4);
+  if (ioctl(fd, TCSETS, termios) !== 0) throw new Error('ioctl(TCSETS) on the host pty failed');
 }
 
 /** Where guest output goes on the host. */
@@ -227,6 +256,7 @@ export class ProcessPipes {
     try {
       sendFd(consoleSocket, pty.master);
       slave = fs.openSync(pty.slavePath, fs.constants.O_RDWR | fs.constants.O_NOCTTY);
+      disableOutputProcessing(slave);
     } catch (err) {
       if (slave !== undefined) fs.closeSync(slave);
       throw new TtrpcError(Code.INTERNAL, `cannot set up the terminal: ${(err as Error).message}`);
@@ -237,9 +267,10 @@ export class ProcessPipes {
     const outId = alloc();
     const guest: GuestStdio = { terminal: true, stdin: inId, stdout: outId };
     const pipes = new ProcessPipes(guest, { stdin: inId, stdout: { id: outId } });
-    const input = new tty.ReadStream(slave);
+    const out = dup(slave);
+    const input = adoptTty(new tty.ReadStream(slave), slave);
     input.setRawMode(true);
-    const output = new tty.WriteStream(dup(slave));
+    const output = adoptTty(new tty.WriteStream(out), out);
     pipes.pumpIn(session, inId, input);
     pipes.pumpOut(session, outId, socketSink(output, log, 'terminal'));
     return pipes;

@@ -5,7 +5,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { task, type cri, type google } from '@kuasar/api';
 import {
-  InternalError, InvalidArgumentError, SandboxError, StatusCode, addPodMember, podMembers, removeAllPodMembers,
+  FailedPreconditionError, InternalError, InvalidArgumentError, SandboxError, StatusCode, addPodMember, podMembers, removeAllPodMembers,
   removePodMember, removeLostMembers, stopPodMembers, taskServicePodTasks, type Logger, type PodMember, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
   sandboxIdOfContainer,
 } from '@kuasar/sandbox';
@@ -16,7 +16,9 @@ import {
 import { vmSize, type VmmConfig, type VmSize } from './config';
 import { DebugSocket } from './debug-socket';
 import { PodVm, VM_RECORD, killHolders, readVmRecord, type PodRegistry, type VmRecord } from './pod-vm';
-import { CONSOLE_LOG, SHARED_DIR, VmError, consoleTail, type Hypervisor } from './qemu';
+import { GUEST_SHARE_ROOT } from './guest-spec';
+import { CONSOLE_LOG, SHARED_DIR, SHARE_TAG, VmError, consoleTail, type Hypervisor } from './qemu';
+import { applyWrites, asPodResources, hostCpuWrites, specResources } from './pod-update';
 import { mountPointsUnder, unmountShares } from './shares';
 import { SANDBOX_ID_ANNOTATION, type VmmEngine } from './vmm-engine';
 
@@ -265,17 +267,17 @@ export class VmmSandboxer implements Sandboxer {
       state.bootMs = bootMs;
       record.bootMs = bootMs;
       log.info({ pid: vm.identity.pid, accel, vcpus: state.size.vcpus, memoryMiB: state.size.memoryMiB, bootMs, kernel: hello.kernelRelease }, 'VM ready');
-      await pod.agent.call('guest.setTime', { unixMs: Date.now() });
       if (net) log.debug({ network: net.guest }, 'guest network');
-      await pod.agent.call('guest.setup', {
+      // both at once: the agent runs `date` for the clock while it takes the setup request off the port
+      await Promise.all([pod.agent.call('guest.setTime', { unixMs: Date.now() }), pod.agent.call('guest.setup', {
         hostname: state.hostname ?? sandbox.id.slice(0, 63),
         hosts: `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n${state.hostname ? `127.0.1.1\t${state.hostname}\n` : ''}`,
         ...(resolvConf(sandbox.record.config?.dnsConfig) ? { resolvConf: resolvConf(sandbox.record.config?.dnsConfig) } : {}),
-        // /init already mounted the share (kuasar.9p=kuasar) at /mnt/kuasar
-        shares: [],
+        // a 9p share /init already mounted (kuasar.9p=kuasar); virtiofs is the agent's to mount
+        shares: this.cfg.shareFs === 'virtiofs' ? [{ tag: SHARE_TAG, mountPoint: GUEST_SHARE_ROOT, fs: 'virtiofs' }] : [],
         // QEMU already gave each NIC its veth's MAC (-device ...,mac=); changing it in the guest needs AF_PACKET
         ...(net ? { network: { interfaces: net.guest.interfaces.map(({ mac: _mac, ...i }) => i), routes: net.guest.routes } } : {}),
-      });
+      })]);
       pod.save();
     } catch (err) {
       pod.stopping = true;
@@ -375,6 +377,45 @@ export class VmmSandboxer implements Sandboxer {
       network: s.taps ? { taps: s.taps } : s.netnsPath ? 'none (no pod network provider)' : 'loopback only',
       containers: podMembers(sandbox).map((m) => `${m.namespace}/${m.id}`),
     };
+  }
+
+  /**
+   * Update of the sandbox spec's linux.resources (see pod-update.ts). Before Start the VM is sized from it; on a
+   * running VM the limits go to QEMU's host cgroup (CPU) and the guest's pod cgroup, and a pod that now needs more
+   * vCPUs or memory than its VM has gets UNIMPLEMENTED (no hotplug) after the limits were applied.
+   */
+  async update(sandbox: Sandbox, fields: readonly string[]): Promise<void> {
+    if (fields.length > 0 && !fields.includes('spec')) return;
+    const found = specResources(sandbox.record.sandbox?.spec);
+    if (!found) return;
+    const state = stateOf(sandbox);
+    const wanted = vmSize(this.cfg, asPodResources(found.limits));
+    const pod = this.pods.get(sandbox.id);
+    if (!pod) {
+      if (sandbox.record.state !== 'created') throw new FailedPreconditionError(`sandbox ${sandbox.id} has no running VM to update`);
+      state.size = wanted;
+      sandbox.logger.info({ vcpus: wanted.vcpus, memoryMiB: wanted.memoryMiB }, 'VM size updated before start');
+      return;
+    }
+    if (pod.hasExited || pod.stopping) throw new FailedPreconditionError(`sandbox ${sandbox.id} is not running`);
+    try {
+      applyWrites(hostCpuWrites(cgroupDirsOf(state.cgroupParent), found.limits));
+    } catch (err) {
+      throw new InternalError(`sandbox ${sandbox.id}: QEMU's cgroup: ${(err as Error).message}`, { cause: err });
+    }
+    let guest: Record<string, unknown>;
+    try {
+      guest = await pod.agent.call('guest.updatePod', { resources: found.resources });
+    } catch (err) {
+      const code = err instanceof TtrpcError ? (err.code as StatusCode) : StatusCode.INTERNAL;
+      throw new SandboxError(code, `sandbox ${sandbox.id}: ${(err as Error).message}`, { cause: err });
+    }
+    sandbox.logger.info({ limits: found.limits, guest }, 'pod resources updated');
+    if (wanted.vcpus > state.size.vcpus || wanted.memoryMiB > state.size.memoryMiB) {
+      throw new SandboxError(StatusCode.UNIMPLEMENTED,
+        `sandbox ${sandbox.id}: the new limits were applied, but its VM keeps ${state.size.vcpus} vCPU(s) and ${state.size.memoryMiB} MiB ` +
+        `(it would now be sized ${wanted.vcpus} vCPU(s), ${wanted.memoryMiB} MiB): the vmm sandboxer does not hotplug CPUs or memory`);
+    }
   }
 
   // ---- task hooks -----------------------------------------------------------------------------------------------

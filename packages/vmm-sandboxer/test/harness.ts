@@ -1,44 +1,21 @@
-// A real vmm sandboxer for tests, driven as containerd drives it: the Controller over gRPC, the Task API over ttrpc
-// on <dir>/task.sock, task events received by a ttrpc Events server, stdio through FIFOs opened as containerd's cio
-// opens them. VMs are real QEMU (TCG) guests from the cached image.
-import * as grpc from '@grpc/grpc-js';
+// A real vmm sandboxer for tests, driven as containerd drives it through testkit's sandboxer clients: the Controller
+// over gRPC, the Task API over ttrpc on <dir>/task.sock, task events received by a ttrpc Events server, stdio through
+// FIFOs opened as containerd's cio opens them. VMs are real QEMU (TCG) guests from the cached image.
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
-import { cri, eventsTtrpc, packAny, sandboxApi, task, unpackTaskEvent, type DecodedTaskEvent } from '@kuasar/api';
+import type { sandboxApi, task } from '@kuasar/api';
 import { startSandboxer, type RunningSandboxer } from '@kuasar/sandbox';
-import { TtrpcClient, TtrpcServer, createClient, type ServiceClient } from '@kuasar/ttrpc';
+import {
+  ClientIO, EventsSink, connectSandboxer, controllerCall, podSandboxOptions, runTask as kitRunTask, tempDir as kitTempDir,
+  until as kitUntil, type ControllerMethod, type TaskClient,
+} from '../../testkit/src/sandboxer-clients';
 import { vmmSandboxerSpec } from '../src/sandboxer-spec';
 import type { VmmSandboxer } from '../src/vmm-sandboxer';
 import { GUEST_DIR, testLogger } from './guest';
 
+export { ClientIO, EventsSink, type TaskClient } from '../../testkit/src/sandboxer-clients';
 export const NS = 'k8s.io';
-
-export class EventsSink {
-  readonly events: { topic: string; decoded: DecodedTaskEvent }[] = [];
-  readonly server = new TtrpcServer();
-  constructor(readonly path: string) {
-    this.server.addService(eventsTtrpc.EventsDefinition, {
-      forward: async (req) => {
-        const env = req.envelope!;
-        this.events.push({ topic: env.topic, decoded: unpackTaskEvent(env.event!) });
-        return {};
-      },
-    });
-  }
-  exitStatus(containerId: string, id = containerId): number | undefined {
-    const e = this.events.find((x) => x.topic === '/tasks/exit' && (x.decoded.event as { containerId?: string }).containerId === containerId
-      && (x.decoded.event as { id?: string }).id === id);
-    return (e?.decoded.event as { exitStatus?: number } | undefined)?.exitStatus;
-  }
-}
-
-type PartialClient<C> = {
-  [K in keyof C]: C[K] extends (req: infer Req, opts?: infer O) => Promise<infer Res> ? (req: Partial<Req>, opts?: O) => Promise<Res> : never;
-};
-export type TaskClient = PartialClient<ServiceClient<typeof task.TaskV3Definition>>;
 
 export interface Harness {
   root: string;
@@ -53,17 +30,11 @@ export interface Harness {
 }
 
 export function tempDir(prefix: string): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), `kv-${prefix}-`));
+  return kitTempDir(`kv-${prefix}`);
 }
 
-export async function until<T>(fn: () => T | undefined | false, ms = 10_000, what = 'condition'): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+export function until<T>(fn: () => T | undefined | false, ms = 10_000, what = 'condition'): Promise<T> {
+  return kitUntil(fn, ms, what, 20);
 }
 
 export async function startHarness(root: string, sink: EventsSink): Promise<Harness> {
@@ -84,50 +55,31 @@ export async function startHarness(root: string, sink: EventsSink): Promise<Harn
   spec.createSandboxer = async (ctx) => (sandboxer = await create(ctx));
   const listen = path.join(root, 'controller.sock');
   const running = await startSandboxer(spec, { listen, dir, config: configFile }, testLogger());
-  const client = await TtrpcClient.connect(path.join(dir, 'task.sock'), { metadata: { 'containerd-namespace-ttrpc': NS } });
-  const tasks = createClient(task.TaskV3Definition, client) as unknown as TaskClient;
-  const controller = new sandboxApi.ControllerClient(`unix:${listen}`, grpc.credentials.createInsecure());
+  const clients = await connectSandboxer({ listen, taskSocket: path.join(dir, 'task.sock'), namespace: NS });
   let stopped = false;
   return {
-    root, dir, running, sandboxer: sandboxer!, tasks, controller, sink,
+    root, dir, running, sandboxer: sandboxer!, tasks: clients.tasks, controller: clients.controller, sink,
     stop: async () => {
       if (stopped) return;
       stopped = true;
-      controller.close();
-      await client.close();
+      await clients.close();
       await running.close();
       sandboxer!.close();
     },
   };
 }
 
-type Method = 'create' | 'start' | 'stop' | 'wait' | 'status' | 'shutdown' | 'metrics';
-const REQUEST = {
-  create: sandboxApi.ControllerCreateRequest,
-  start: sandboxApi.ControllerStartRequest,
-  stop: sandboxApi.ControllerStopRequest,
-  wait: sandboxApi.ControllerWaitRequest,
-  status: sandboxApi.ControllerStatusRequest,
-  shutdown: sandboxApi.ControllerShutdownRequest,
-  metrics: sandboxApi.ControllerMetricsRequest,
-} as const;
-
 /** One Controller call over gRPC, as containerd makes it. */
-export function rpc(client: sandboxApi.ControllerClient, method: Method, req: object): Promise<any> {
-  return new Promise((resolve, reject) => {
-    const fn = client[method].bind(client) as unknown as (r: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
-    const md = new grpc.Metadata();
-    md.set('containerd-namespace', NS);
-    fn((REQUEST[method] as { fromPartial(o: unknown): unknown }).fromPartial(req), md, (err, res) => (err ? reject(err) : resolve(res)));
-  });
+export function rpc(client: sandboxApi.ControllerClient, method: ControllerMethod, req: object): Promise<any> {
+  return controllerCall(client, method, req, NS);
 }
 
 export async function runPod(h: Harness, id: string, hostname = id): Promise<{ pid: number }> {
-  const options = packAny('runtime.v1.PodSandboxConfig', cri.PodSandboxConfig, cri.PodSandboxConfig.fromPartial({
+  const options = podSandboxOptions({
     metadata: { name: id, namespace: 'default', uid: id },
     hostname,
     dnsConfig: { servers: ['10.0.0.10'], searches: ['svc.cluster.local'], options: ['ndots:5'] },
-  }));
+  });
   await rpc(h.controller, 'create', { sandboxId: id, options, netnsPath: '' });
   return rpc(h.controller, 'start', { sandboxId: id });
 }
@@ -181,67 +133,9 @@ export function removeBundle(bundle: string): void {
   fs.rmSync(bundle, { recursive: true, force: true });
 }
 
-let fifoSeq = 0;
-
-/** Client FIFOs the way containerd's cio makes them: outputs opened O_RDONLY|O_NONBLOCK before Create. */
-export class ClientIO {
-  readonly stdin: string;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly out: Promise<Buffer>;
-  readonly err: Promise<Buffer>;
-  private readonly sockets: net.Socket[] = [];
-  private stdinFd: number | undefined;
-  private outChunks: Buffer[] = [];
-
-  constructor(dir: string, o: { stdin?: boolean } = {}) {
-    const base = path.join(dir, `io${process.pid}-${fifoSeq++}`);
-    this.stdin = o.stdin ? `${base}-in` : '';
-    this.stdout = `${base}-out`;
-    this.stderr = `${base}-err`;
-    for (const p of [this.stdin, this.stdout, this.stderr]) if (p) execFileSync('mkfifo', [p]);
-    this.out = this.read(this.stdout, this.outChunks);
-    this.err = this.read(this.stderr, []);
-  }
-
-  /** stdout so far */
-  get outSoFar(): string {
-    return Buffer.concat(this.outChunks).toString();
-  }
-
-  private read(p: string, chunks: Buffer[]): Promise<Buffer> {
-    const s = new net.Socket({ fd: fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK), readable: true, writable: false });
-    this.sockets.push(s);
-    return new Promise((resolve) => {
-      s.on('data', (c: Buffer) => chunks.push(c));
-      s.on('end', () => resolve(Buffer.concat(chunks)));
-      s.on('error', () => resolve(Buffer.concat(chunks)));
-    });
-  }
-
-  writeStdin(text: string, close = false): void {
-    this.stdinFd ??= fs.openSync(this.stdin, fs.constants.O_WRONLY);
-    fs.writeSync(this.stdinFd, text);
-    if (close) {
-      fs.closeSync(this.stdinFd);
-      this.stdinFd = undefined;
-    }
-  }
-
-  close(): void {
-    for (const s of this.sockets) s.destroy();
-    if (this.stdinFd !== undefined) fs.closeSync(this.stdinFd);
-    for (const p of [this.stdin, this.stdout, this.stderr]) if (p) fs.rmSync(p, { force: true });
-  }
-}
-
 /** Create + Start of a container; `exited` is its Wait, sent before Start. */
-export async function runTask(h: Harness, id: string, bundle: string, io: ClientIO): Promise<{ exited: Promise<task.WaitResponse> }> {
-  await h.tasks.create({ id, bundle, stdin: io.stdin, stdout: io.stdout, stderr: io.stderr });
-  const waited = h.tasks.wait({ id });
-  waited.catch(() => undefined);
-  await h.tasks.start({ id });
-  return { exited: waited };
+export function runTask(h: Harness, id: string, bundle: string, io: ClientIO): Promise<{ exited: Promise<task.WaitResponse> }> {
+  return kitRunTask(h.tasks, id, bundle, io);
 }
 
 /** Test cleanup after a failure: SIGKILL every VM recorded under the state dir (a restart keeps them running). */

@@ -343,7 +343,7 @@ describe('attachPodNetwork / detachPodNetwork (real netns, CNI bridge plugin)', 
     } finally {
       tap.close();
     }
-  });
+  }, 30_000); // ip/tc commands and the bridge's answers: seconds on a loaded 2-core machine
 
   test('refuses a second attach, and a veth whose ingress qdisc belongs to someone else', async () => {
     attached = await attachPodNetwork(pod.netns.path);

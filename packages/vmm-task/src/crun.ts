@@ -12,6 +12,11 @@ export function createArgv(id: string, bundle: string, pidFile: string, log: str
   return [...base(log), 'create', '--bundle', bundle, '--pid-file', pidFile, ...consoleArgs(consoleSocket), id];
 }
 
+/** The FIFO a created container's init blocks on until started (crun's <root>/<id>/exec.fifo). */
+export function execFifo(id: string): string {
+  return `${CRUN_ROOT}/${id}/exec.fifo`;
+}
+
 export function startArgv(id: string, log: string): string[] {
   return [...base(log), 'start', id];
 }

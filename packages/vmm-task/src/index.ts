@@ -3,3 +3,4 @@ export * as crun from './crun';
 export * as params from './params';
 export { networkCommands, parseNetwork } from './network';
 export type { NetworkConfig, InterfaceConfig, RouteConfig } from './network';
+export { POD_CGROUP, podCgroupWrites, podCgroupLimits } from './pod-cgroup';

@@ -112,6 +112,9 @@ describeGuest(`vmm-task agent in the QEMU TCG guest (agent from ${agentSource})`
     const created = await host.session.request<{ pid: number }>('container.create', { id: 'c1', bundle, stdio: { stdout: out, stderr: err, terminal: false } });
     metrics.createMs = Date.now() - t0;
     expect(created.pid).toBeGreaterThan(1);
+    // crun's view: created until the agent writes the exec FIFO (its start without a crun process)
+    expect(await host.session.request('container.state', { id: 'c1' })).toMatchObject({ status: 'created', pid: created.pid });
+    expect(stdout.bytes().length).toBe(0);
     const t1 = Date.now();
     const started = await host.session.request<{ pid: number }>('container.start', { id: 'c1' });
     metrics.startMs = Date.now() - t1;

@@ -1,5 +1,7 @@
-// Boots the cached guest (scripts/build-guest.sh) under QEMU TCG with this package's agent, and
-// gives the test a host-side Session over the virtio-serial chardev socket.
+// The one QEMU launcher of the guest tests: boots the cached guest (scripts/build-guest.sh) under TCG
+// as vmm-sandboxer does (microvm without ACPI, virtio-serial port "agent", 9p share "kuasar" at
+// /mnt/kuasar), with this package's agent or none, and gives the test a host-side Session over the
+// virtio-serial chardev socket (HostLink) or the console text.
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { accessSync, constants, copyFileSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { type Socket, createConnection } from 'node:net';
@@ -55,12 +57,18 @@ export class Guest {
   readonly exited: Promise<number | null>;
   private readonly proc: ChildProcess;
 
-  constructor(readonly dir: string, extraCmdline: string[] = []) {
+  /**
+   * `agent`: where the agent comes from (default `agentSource`); "none" boots without one even from an
+   * image that has one, so /init serves a shell on the port (and kuasar.selftest=1 works either way).
+   */
+  constructor(readonly dir: string, extraCmdline: string[] = [], opts: { agent?: 'share' | 'initramfs' | 'none' } = {}) {
     const m = manifest();
+    const agent = opts.agent ?? agentSource;
     mkdirSync(this.shareDir, { recursive: true });
     mkdirSync(this.extraDir, { recursive: true });
     const cmdline = [m.cmdline, 'kuasar.9p=kuasar', ...extraCmdline];
-    if (agentSource === 'share') {
+    if (agent === 'none') cmdline.push('kuasar.agent=/no-agent');
+    if (agent === 'share') {
       execFileSync(process.execPath, [path.join(__dirname, '..', 'build.mjs'), path.join(this.shareDir, '.agent')], { stdio: 'inherit' });
       cmdline.push('kuasar.agent=/mnt/kuasar/.agent/vmm-task.js');
     }
@@ -104,6 +112,20 @@ export class Guest {
       return m ? Number(m[1]) : undefined;
     };
     return { init: at(/KUASAR-GUEST-READY uptime=([\d.]+)/), agent: at(/KUASAR-AGENT-READY uptime=([\d.]+)/) };
+  }
+
+  /** The first console match of `re`; rejects on timeout, or when QEMU exits without printing it. */
+  async waitForConsole(re: RegExp, timeoutMs: number): Promise<string> {
+    let gone = false;
+    void this.exited.then(() => (gone = true));
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = re.exec(this.console);
+      if (m) return m[0];
+      if (gone) throw new Error(`QEMU exited while waiting for ${re}; console:\n${this.console.slice(-4000)}`);
+      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${re}; console:\n${this.console.slice(-4000)}`);
+      await sleep(10);
+    }
   }
 
   kill(): void {

@@ -1,7 +1,7 @@
 // The agent's pure parts on Node: request validation, crun command lines and output parsing, and
 // the network set-up commands. The rest of the agent is exercised in a real guest (agent.guest.test.ts).
 import { RpcError } from '@kuasar/vmm-protocol';
-import { crun, networkCommands, params, parseNetwork } from '../src';
+import { crun, networkCommands, params, parseNetwork, podCgroupLimits, podCgroupWrites } from '../src';
 
 function code(fn: () => unknown): string | undefined {
   try {
@@ -53,6 +53,9 @@ describe('crun', () => {
     expect(crun.execArgv('c1', '/p.json', '/p.pid', '/l', '/s').slice(5)).toEqual(['exec', '--detach', '--process', '/p.json', '--pid-file', '/p.pid', '--console-socket', '/s', 'c1']);
     expect(crun.killArgv('c1', 15, true, '/l').slice(5)).toEqual(['kill', '--all', 'c1', '15']);
     expect(crun.deleteArgv('c1', true, '/l').slice(5)).toEqual(['delete', '--force', 'c1']);
+    // start writes to the FIFO crun create left under its state root (crun start's own fallback keeps --root)
+    expect(crun.execFifo('c1')).toBe('/run/crun/c1/exec.fifo');
+    expect(crun.startArgv('c1', '/l')).toEqual(['crun', '--root', '/run/crun', '--log', '/l', 'start', 'c1']);
   });
 
   test('wait statuses become shell exit codes', () => {
@@ -107,5 +110,34 @@ describe('network', () => {
     ['network'],
   ])('rejects %j with INVALID_ARGUMENT', (bad) => {
     expect(code(() => parseNetwork(bad))).toBe('INVALID_ARGUMENT');
+  });
+});
+
+describe('pod cgroup (guest.updatePod)', () => {
+  test('OCI resources become cgroup v2 writes; unset and zero fields leave the file alone', () => {
+    expect(podCgroupWrites({ memory: { limit: 64 * 1024 * 1024 }, cpu: { quota: 50_000, period: 100_000, shares: 1024 } })).toEqual([
+      ['memory.max', '67108864'],
+      ['cpu.max', '50000 100000'],
+      ['cpu.weight', '39'],
+    ]);
+    expect(podCgroupWrites({ memory: { limit: -1 }, cpu: { quota: -1 } })).toEqual([['memory.max', 'max'], ['cpu.max', 'max 100000']]);
+    expect(podCgroupWrites({ memory: { limit: 0 }, cpu: { quota: 0, shares: 0 } })).toEqual([]);
+    expect(podCgroupWrites({})).toEqual([]);
+    // the extremes of cpu.shares map onto the ends of cpu.weight
+    expect(podCgroupWrites({ cpu: { shares: 2 } })).toEqual([['cpu.weight', '1']]);
+    expect(podCgroupWrites({ cpu: { shares: 262144 } })).toEqual([['cpu.weight', '10000']]);
+  });
+
+  test('bad resources are INVALID_ARGUMENT', () => {
+    for (const bad of [null, [], 'x', { memory: 5 }, { memory: { limit: -2 } }, { memory: { limit: 1.5 } }, { cpu: { quota: 10 } },
+      { cpu: { quota: 50_000, period: 10 } }, { cpu: { shares: '1024' } }, { memory: { limit: 2 ** 64 } }]) {
+      expect(code(() => podCgroupWrites(bad))).toBe('INVALID_ARGUMENT');
+    }
+  });
+
+  test('limits read back from the pod cgroup, missing files left out', () => {
+    const files: Record<string, string> = { '/sys/fs/cgroup/kuasar/memory.max': '67108864\n', '/sys/fs/cgroup/kuasar/cpu.max': 'max 100000\n' };
+    expect(podCgroupLimits((f) => files[f])).toEqual({ memoryMax: '67108864', cpuMax: 'max 100000' });
+    expect(podCgroupLimits(() => undefined)).toEqual({});
   });
 });

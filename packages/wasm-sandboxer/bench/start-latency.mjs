@@ -82,6 +82,22 @@ async function startToFirstOutput(pool) {
   return { started: tStarted - t0, first: tFirst - t0 };
 }
 
+/** prepare() (what Create does), then start() -> first output (what is left for Start) */
+async function preparedStartToFirstOutput(pool) {
+  const { r, w } = fifo();
+  const sock = new net.Socket({ fd: r, readable: true, writable: false });
+  const first = new Promise((resolve) => sock.once('data', () => resolve(performance.now())));
+  const t0 = performance.now();
+  const p = await pool.prepare({ modulePath: mod('hello'), args: ['hello.wasm'], env: [], preopens: { '/': rootfs }, stdin: devnull, stdout: w, stderr: devnull });
+  const t1 = performance.now();
+  const m = p.start();
+  const tFirst = await first;
+  await m.exited;
+  fs.closeSync(w);
+  sock.destroy();
+  return { prepare: t1 - t0, start: tFirst - t1 };
+}
+
 const pool = new WasmRunnerPool({ size: 4 });
 await pool.warm();
 
@@ -96,6 +112,15 @@ for (let i = 0; i < RUNS; i++) {
 process.stdout.write(`first run (module compiled, cache miss): start ${cold.started.toFixed(2)} ms, first output ${cold.first.toFixed(2)} ms\n`);
 process.stdout.write(`run() resolved (instantiated, _start called): ${fmt(started)}\n`);
 process.stdout.write(`create+start -> first output, cached module:  ${fmt(first)}\n`);
+const prepares = [];
+const wakes = [];
+for (let i = 0; i < RUNS; i++) {
+  const t = await preparedStartToFirstOutput(pool);
+  prepares.push(t.prepare);
+  wakes.push(t.start);
+}
+process.stdout.write(`prepare() (at Create), cached module:        ${fmt(prepares)}\n`);
+process.stdout.write(`start() of a prepared module -> first output: ${fmt(wakes)}\n`);
 
 const killLoop = [];
 for (let i = 0; i < 30; i++) {

@@ -12,7 +12,7 @@ import {
 import type { Logger } from '@kuasar/sandbox';
 import { WasmLoadError, WasmRunnerError } from './errors';
 import { RootfsPathError, resolveModule } from './rootfs-path';
-import type { RunningModule, WasmExit, WasmRunContext, WasmRunnerPool } from './wasm-runner';
+import type { PreparedModule, RunningModule, WasmExit, WasmRunContext, WasmRunnerPool } from './wasm-runner';
 
 export interface WasmEngineOptions {
   pool: WasmRunnerPool;
@@ -27,6 +27,13 @@ interface WasmProcess {
   ctx: Omit<WasmRunContext, 'stdin' | 'stdout' | 'stderr'> | undefined;
   /** our own copies of the task IO fds (the core closes its copies after start); closed at exit */
   stdio: number[];
+  /**
+   * A container's init is instantiated in its worker during Create, while the task core persists and publishes:
+   * Start then only wakes it. Rejects (the failure is reported by Start) when instantiation failed.
+   */
+  prepared?: Promise<PreparedModule>;
+  /** a created process that was killed: resolves once its prepared worker is gone and its stdio closed */
+  cancelled?: Promise<void>;
   module?: RunningModule;
   status: 'created' | 'running' | 'stopped';
 }
@@ -83,6 +90,12 @@ export class WasmEngine implements Engine {
     // is a placeholder that runs until it is killed
     const pause = spec.annotations?.[CRI_CONTAINER_TYPE_ANNOTATION] === 'sandbox';
     wc.init = pause ? { ctx: undefined, stdio: ownStdio(init.stdio), status: 'created' } : await this.prepare(wc, spec.process ?? {}, init.stdio);
+    const p = wc.init;
+    if (p.ctx) {
+      const [stdin, stdout, stderr] = p.stdio as [number, number, number];
+      p.prepared = this.pool.prepare({ ...p.ctx, stdin, stdout, stderr });
+      p.prepared.catch(() => undefined); // Start reports it
+    }
     this.containers.set(key(c), wc);
     return { pid: 0 };
   }
@@ -126,7 +139,7 @@ export class WasmEngine implements Engine {
     }
     for (const p of procs) this.signal(c, p, p === wc.init ? undefined : execIdOf(wc, p), SIGKILL);
     // the runner reports a killed module within killAbandonMs; bounded anyway so Delete never hangs
-    await Promise.race([Promise.all(procs.map((p) => p.module?.exited)), delay(KILL_WAIT_MS)]);
+    await Promise.race([Promise.all(procs.map((p) => p.module?.exited ?? p.cancelled)), delay(KILL_WAIT_MS)]);
     for (const p of procs) closeAll(p.stdio);
     this.containers.delete(key(c));
   }
@@ -197,7 +210,8 @@ export class WasmEngine implements Engine {
   private async run(c: ContainerRef, wc: WasmContainer, p: WasmProcess, execId: string | undefined): Promise<void> {
     const [stdin, stdout, stderr] = p.stdio as [number, number, number];
     try {
-      p.module = p.ctx ? await this.pool.run({ ...p.ctx, stdin, stdout, stderr }) : pauseModule();
+      if (p.prepared) p.module = (await p.prepared).start();
+      else p.module = p.ctx ? await this.pool.run({ ...p.ctx, stdin, stdout, stderr }) : pauseModule();
     } catch (err) {
       closeAll(p.stdio);
       p.status = 'stopped';
@@ -229,8 +243,16 @@ export class WasmEngine implements Engine {
     } else if (p.status === 'created' && signal !== 0) {
       // killing a created container ends it before its program ran, as runc does
       p.status = 'stopped';
-      closeAll(p.stdio);
-      this.emit({ id: c.id, namespace: c.namespace, execId, status: 128 + signal, exitedAt: new Date() });
+      const end = (): void => {
+        // only once the prepared worker is gone: it holds these fd numbers until then
+        closeAll(p.stdio);
+        this.emit({ id: c.id, namespace: c.namespace, execId, status: 128 + signal, exitedAt: new Date() });
+      };
+      if (!p.prepared) return end();
+      p.cancelled = p.prepared.then((m) => {
+        m.kill(SIGKILL);
+        return m.exited;
+      }).then(end, end);
     }
   }
 

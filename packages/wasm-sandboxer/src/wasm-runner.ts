@@ -69,6 +69,21 @@ export interface RunningModule {
   memoryBytes(): number;
 }
 
+/**
+ * A module instantiated in its own worker with its WASI context, waiting to run: a created container. Instantiation
+ * (WASI set-up, imports, memory) is the costly part of a start, so it happens before Start is asked for.
+ */
+export interface PreparedModule {
+  readonly threadId: number;
+  readonly digest: string;
+  /** resolves when the module ended; killed before start(), with 128 + signal */
+  readonly exited: Promise<WasmExit>;
+  /** run `_start` now (a store and a futex wake, no message); idempotent; after a kill it returns the ended module */
+  start(): RunningModule;
+  /** stop it, started or not (see RunningModule.kill) */
+  kill(signal?: number | NodeJS.Signals): void;
+}
+
 /** What the runner logs; pino's Logger fits. */
 export interface RunnerLogger {
   debug(obj: object, msg: string): void;
@@ -190,6 +205,14 @@ export class WasmRunnerPool {
    * (module unusable), WasmContextError (bad context) or WasmStartError (instantiation / WASI set-up failed).
    */
   async run(ctx: WasmRunContext): Promise<RunningModule> {
+    return (await this.prepare(ctx)).start();
+  }
+
+  /**
+   * Instantiate a module in a worker of its own, ready to start(). Rejects like run(). The worker is the module's
+   * from here on: a prepared module that is never started must be killed.
+   */
+  async prepare(ctx: WasmRunContext): Promise<PreparedModule> {
     if (this.closed) throw new WasmPoolClosedError();
     const request = toRequest(ctx);
     const compiled = await this.cache.load(ctx.modulePath, ctx.memoryLimitBytes);
@@ -218,16 +241,31 @@ export class WasmRunnerPool {
       },
     };
     pw.run = run;
+    Atomics.store(pw.control, CONTROL.go, 0);
     pw.worker.postMessage({ ...request, module: compiled.module } satisfies RunRequest);
     await started;
     const threadId = pw.worker.threadId;
-    this.logger?.debug({ threadId, digest: compiled.digest, module: ctx.modulePath }, 'wasm module started');
+    const kill = (signal: number | NodeJS.Signals = 'SIGKILL'): void => this.kill(pw, run, signalNumber(signal));
+    const running: RunningModule = {
+      threadId,
+      digest: compiled.digest,
+      exited: run.exited,
+      kill,
+      memoryBytes: () => (run.done || pw.run !== run ? 0 : Atomics.load(pw.control, CONTROL.memPages) * 65536),
+    };
     return {
       threadId,
       digest: compiled.digest,
       exited: run.exited,
-      kill: (signal = 'SIGKILL') => this.kill(pw, run, signalNumber(signal)),
-      memoryBytes: () => (run.done || pw.run !== run ? 0 : Atomics.load(pw.control, CONTROL.memPages) * 65536),
+      kill,
+      start: () => {
+        // only from "waiting": a kill (goCancel) or an earlier start leaves the word as it is
+        if (Atomics.compareExchange(pw.control, CONTROL.go, 0, CONTROL.goRun) === 0) {
+          Atomics.notify(pw.control, CONTROL.go);
+          this.logger?.debug({ threadId, digest: compiled.digest, module: ctx.modulePath }, 'wasm module started');
+        }
+        return running;
+      },
     };
   }
 
@@ -312,7 +350,7 @@ export class WasmRunnerPool {
         ready();
         if (pw.state === 'starting' && !pw.reserved) this.release(pw);
         return;
-      case 'started':
+      case 'prepared':
         run?.onStart();
         return;
       case 'start-failed':
@@ -335,7 +373,7 @@ export class WasmRunnerPool {
 
   private onWorkerGone(pw: PoolWorker, run: Run, err: (Error & { code?: string }) | undefined): void {
     if (run.killSignal !== undefined) {
-      // killed between postMessage and 'started' (only close() can do that): run() must not wait forever
+      // killed between postMessage and 'prepared' (only close() can do that): prepare() must not wait forever
       if (!run.started) run.onStart(this.closed ? new WasmPoolClosedError() : new WasmStartError('killed before it started'));
       run.finish({ exitCode: 128 + run.killSignal, reason: 'signal', signal: run.killSignal });
       return;
@@ -360,6 +398,8 @@ export class WasmRunnerPool {
     // just be slow, so that FIFO is drained only after a grace period (see unblockStdio).
     Atomics.store(pw.control, CONTROL.kill, 1);
     Atomics.notify(pw.control, CONTROL.kill);
+    // a prepared module that was never started must not start now
+    if (Atomics.compareExchange(pw.control, CONTROL.go, 0, CONTROL.goCancel) === 0) Atomics.notify(pw.control, CONTROL.go);
     if (Atomics.load(pw.control, CONTROL.call) === CONTROL.read && Atomics.load(pw.control, CONTROL.callFd) === 0) {
       unblockStdio(run.stdio, 'read');
     }

@@ -22,6 +22,8 @@ class Pod extends PodExit {
 export class WasmSandboxer implements Sandboxer {
   private readonly logger: Logger;
   private readonly pods = new Map<string, Pod>();
+  /** "<namespace>/<container>" -> the pod it joined in this process, so its removal touches one pod's records */
+  private readonly memberOf = new Map<string, string>();
   private tasks: TaskService | undefined;
   private engine: WasmEngine | undefined;
   readonly hooks: TaskHooks;
@@ -101,6 +103,8 @@ export class WasmSandboxer implements Sandboxer {
 
 
   private prepareContainer(req: task.CreateTaskRequest, spec: OciSpec, namespace: string): OciSpec {
+    // no pods at all (`ctr run`): nothing to join, and no bundle read on the start path
+    if (this.pods.size === 0) return spec;
     const id = sandboxIdOfContainer(req.bundle, spec);
     const pod = id !== undefined ? this.pods.get(id) : undefined;
     // no pod of ours (ctr run, CRI 1.x's pause task): a standalone task
@@ -110,11 +114,18 @@ export class WasmSandboxer implements Sandboxer {
     }
     // membership on disk: a restarted sandboxer can still stop the pod's containers
     addPodMember(pod.sandbox, { namespace, id: req.id, bundle: req.bundle });
+    this.memberOf.set(`${namespace}/${req.id}`, pod.sandbox.id);
     return spec;
   }
 
   private containerRemoved(id: string, namespace: string): void {
-    for (const pod of this.pods.values()) removePodMember(pod.sandbox, { namespace, id });
+    const key = `${namespace}/${id}`;
+    const podId = this.memberOf.get(key);
+    this.memberOf.delete(key);
+    const pod = podId === undefined ? undefined : this.pods.get(podId);
+    if (pod) return removePodMember(pod.sandbox, { namespace, id });
+    // joined before a restart, or standalone: any pod's records may hold it
+    for (const p of this.pods.values()) removePodMember(p.sandbox, { namespace, id });
   }
 
   // ---- internals -------------------------------------------------------------------------------------------------

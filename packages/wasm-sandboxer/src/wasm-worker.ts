@@ -18,7 +18,8 @@ export interface RunRequest {
 /** worker → main thread */
 export type WorkerReport =
   | { type: 'ready' }
-  | { type: 'started' }
+  /** instantiated and waiting on CONTROL.go: _start runs once the main thread sets it to 1 */
+  | { type: 'prepared' }
   | { type: 'start-failed'; message: string }
   | { type: 'exit'; code: number; memoryBytes: number }
   | { type: 'trap'; message: string; memoryBytes: number };
@@ -37,7 +38,7 @@ export const FD_SLOTS = 256;
  * worker is inside wasm or a host call.
  */
 export const CONTROL = {
-  words: 5,
+  words: 6,
   /** set to 1 and notified by kill(): wakes a module sleeping in poll_oneoff */
   kill: 0,
   /** the host call in progress: 0 none, 1 fd_read, 2 fd_write */
@@ -48,6 +49,13 @@ export const CONTROL = {
   write: 2,
   /** linear memory of the running module in 64 KiB pages, as of its last host call (for Stats) */
   memPages: 4,
+  /**
+   * 0 while a prepared module waits; the main thread sets 1 to run _start, or 2 (kill) to never run it. A futex
+   * wake rather than a message: Start then costs the main thread a store and the worker no event-loop turn.
+   */
+  go: 5,
+  goRun: 1,
+  goCancel: 2,
 } as const;
 
 export function wasmWorkerMain(warmUpModule: number[], C: typeof CONTROL): void {
@@ -298,7 +306,13 @@ export function wasmWorkerMain(warmUpModule: number[], C: typeof CONTROL): void 
       report({ type: 'start-failed', message: err instanceof Error ? err.message : String(err) });
       return;
     }
-    report({ type: 'started' });
+    report({ type: 'prepared' });
+    Atomics.wait(control, C.go, 0);
+    if (Atomics.load(control, C.go) !== C.goRun) {
+      // killed before it ran: the thread is being terminated; nothing the module could see happened
+      closeAll(imports);
+      return;
+    }
     let result: WorkerReport;
     try {
       const code = wasi.start(instance);

@@ -236,6 +236,8 @@ test('Exec runs another module of the image, with its own IO, exit status and ev
   expect(h.sink.of(id)).toEqual(['/tasks/create', '/tasks/start', '/tasks/exec-added:x1', '/tasks/exec-started:x1', '/tasks/exit:x1',
     '/tasks/exec-added:x2', '/tasks/exec-started:x2', '/tasks/exit:x2', '/tasks/exec-added:x3', `/tasks/exit:${id}`]);
   await h.tasks.delete({ id });
+  // Delete took it off the pod's membership
+  expect(JSON.stringify((await rpc(h.controller, 'status', { sandboxId: pod, verbose: true })).info)).not.toContain(`${NS}/${id}`);
   await rpc(h.controller, 'shutdown', { sandboxId: pod });
 });
 
@@ -273,6 +275,16 @@ test('bad input gets clear errors and leaks nothing', async () => {
   expect((await h.tasks.wait({ id })).exitStatus).toBe(143);
   await h.tasks.delete({ id });
   expect((await x.out).length).toBe(0);
+  // a created task deleted without Start: its module (instantiated at Create) never runs, its worker is let go
+  const id2 = nextId('created');
+  const x2 = io();
+  const before = h.spec.pool!.stats();
+  await h.tasks.create({ id: id2, bundle: makeBundle(h.root, id2, { args: ['/hello.wasm'] }), stdout: x2.stdout });
+  expect(h.spec.pool!.stats().busy).toBe(before.busy + 1);
+  await h.tasks.delete({ id: id2 });
+  expect((await x2.out).length).toBe(0);
+  await until(() => h.spec.pool!.stats().busy === before.busy, 2000, 'the worker let go');
+  x2.close(); // our own reader of its stderr, which never had a writer
   await until(() => fs.readdirSync('/proc/self/fd').length <= fds + 2, 2000, 'fds released');
 });
 

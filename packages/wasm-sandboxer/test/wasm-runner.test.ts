@@ -281,6 +281,41 @@ describe('kill', () => {
   });
 });
 
+describe('prepare', () => {
+  test('a prepared module runs nothing until start(), then runs once however often start() is called', async () => {
+    const file = path.join(dir, `prepared-${Math.random().toString(36).slice(2)}`);
+    const fd = fs.openSync(file, 'w');
+    openedFds.push(fd);
+    const prepared = await pool.prepare(ctx('hello', { stdout: fd }));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(fs.readFileSync(file, 'utf8')).toBe('');
+    const m = prepared.start();
+    expect(prepared.start()).toBe(m);
+    expect(m.threadId).toBe(prepared.threadId);
+    expect(await m.exited).toMatchObject({ exitCode: 0, reason: 'exit' });
+    expect(fs.readFileSync(file, 'utf8')).toBe('hello from wasm\n');
+  });
+
+  test('a prepared module killed before start() never runs: 128+signal, no output, start() then returns the ended module', async () => {
+    const out = outputFifo(dir);
+    try {
+      const before = pool.stats();
+      const prepared = await pool.prepare(ctx('hello', { stdout: out.fd }));
+      prepared.kill('SIGTERM');
+      expect(await prepared.exited).toMatchObject({ exitCode: 143, reason: 'signal', signal: 15 });
+      const m = prepared.start();
+      expect(await m.exited).toMatchObject({ exitCode: 143 });
+      out.close();
+      expect((await out.data).length).toBe(0);
+      // its worker was stopped, not kept busy or returned to the idle list
+      expect(pool.stats().busy).toBe(before.busy);
+      await eventually(() => pool.stats().stopping === 0);
+    } finally {
+      out.close();
+    }
+  });
+});
+
 describe('memory limit', () => {
   test('a memory bomb meets the limit and fails clearly while a concurrent module in another worker succeeds', async () => {
     const stdin = inputFifo(dir);

@@ -9,7 +9,7 @@ import { StateDirError, readSandboxes, type SandboxSummary } from '../sandboxes'
 import { NotFoundError } from './sandboxes';
 
 export const DEBUG_SOCKET = 'debug.sock';
-const FRAME = { Stdin: 1, StdinEnd: 2, Started: 3, Stdout: 4, Stderr: 5, Exit: 6, Error: 7 } as const;
+const FRAME = { Stdin: 1, StdinEnd: 2, Started: 3, Stdout: 4, Stderr: 5, Exit: 6, Error: 7, Resize: 8 } as const;
 const MAX_FRAME = 64 * 1024;
 
 export interface ExecFlags {
@@ -112,6 +112,11 @@ function relay(socket: net.Socket, tty: boolean, withStdin: boolean): Promise<nu
   };
   for (const [s] of signals) process.on(s, onSignal);
   if (raw) stdin.setRawMode(true);
+  // a full-screen program in the remote pty redraws for the new size only if it is told (SIGWINCH in the guest)
+  const onResize = () => {
+    if (!socket.destroyed) socket.write(frame(FRAME.Resize, Buffer.from(JSON.stringify({ width: process.stdout.columns, height: process.stdout.rows }))));
+  };
+  if (tty && process.stdout.isTTY) process.stdout.on('resize', onResize);
 
   return new Promise<number>((resolve, reject) => {
     let buf: Buffer = Buffer.alloc(0);
@@ -120,6 +125,7 @@ function relay(socket: net.Socket, tty: boolean, withStdin: boolean): Promise<nu
       if (settled) return;
       settled = true;
       for (const [s] of signals) process.off(s, onSignal);
+      process.stdout.off('resize', onResize);
       restore();
       if (withStdin) stdin.destroy();
       socket.destroy();
