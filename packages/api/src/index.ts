@@ -3,6 +3,7 @@ export * as google from './ns/google';
 export * as types from './ns/types';
 export * as task from './ns/task';
 export * as sandboxApi from './ns/sandbox-api';
+export * as namespaces from './ns/namespaces';
 export * as events from './ns/events';
 export * as eventsTtrpc from './ns/events-ttrpc';
 export * as runcOptions from './ns/runc-options';

@@ -1,5 +1,5 @@
 // Pins field numbers and service names byte-for-byte against the values in containerd / CRI sources.
-import { cri, eventsTtrpc, events, google, runcOptions, runtimeOptions, sandboxApi, task, types, cgroupsV2 } from '@kuasar/api';
+import { cri, eventsTtrpc, events, google, namespaces, runcOptions, runtimeOptions, sandboxApi, task, types, cgroupsV2 } from '@kuasar/api';
 
 const hex = (b: Uint8Array) => Buffer.from(b).toString('hex');
 const bytes = (...b: number[]) => Buffer.from(b).toString('hex');
@@ -138,5 +138,26 @@ describe('CRI field numbers and paths', () => {
     expect(Object.values(sandboxApi.ControllerService).map((m) => m.path)).toEqual(
       ['Create', 'Start', 'Platform', 'Stop', 'Wait', 'Status', 'Shutdown', 'Metrics', 'Update'].map((n) => `/containerd.services.sandbox.v1.Controller/${n}`),
     );
+  });
+});
+
+describe('containerd services a sandboxer reads (namespaces, sandbox store)', () => {
+  test('StoreGetRequest.sandbox_id is field 1; a StoreGetResponse carrying a Sandbox (field 1) decodes', () => {
+    expect(hex(sandboxApi.StoreGetRequest.encode({ sandboxId: 'a' }).finish())).toBe(bytes(0x0a, 0x01, 0x61));
+    const answer = Buffer.from([0x0a, 0x03, 0x0a, 0x01, 0x61]);
+    expect(sandboxApi.StoreGetResponse.decode(answer)).toEqual({});
+  });
+  test('ListNamespacesResponse.namespaces is field 1, Namespace.name field 1; labels (field 2) are skipped', () => {
+    const m = namespaces.ListNamespacesResponse.fromPartial({ namespaces: [{ name: 'k8s.io' }, { name: 'a' }] });
+    expect(hex(namespaces.ListNamespacesResponse.encode(m).finish())).toBe(
+      bytes(0x0a, 0x08, 0x0a, 0x06, ...Buffer.from('k8s.io'), 0x0a, 0x03, 0x0a, 0x01, 0x61),
+    );
+    const labelled = Buffer.from([0x0a, 0x0b, 0x0a, 0x01, 0x61, 0x12, 0x06, 0x0a, 0x01, 0x6b, 0x12, 0x01, 0x76]);
+    expect(namespaces.ListNamespacesResponse.decode(labelled)).toEqual({ namespaces: [{ name: 'a' }] });
+    expect(hex(namespaces.ListNamespacesRequest.encode({}).finish())).toBe('');
+  });
+  test('gRPC method paths', () => {
+    expect(sandboxApi.StoreService.get.path).toBe('/containerd.services.sandbox.v1.Store/Get');
+    expect(namespaces.NamespacesService.list.path).toBe('/containerd.services.namespaces.v1.Namespaces/List');
   });
 });

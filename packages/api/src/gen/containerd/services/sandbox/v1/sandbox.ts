@@ -27,7 +27,8 @@ export const protobufPackage = "containerd.services.sandbox.v1";
 export const protobufFileName = "containerd/services/sandbox/v1/sandbox.proto";
 
 /**
- * gRPC sandbox controller a containerd 2.x `type = "sandbox"` proxy plugin implements.
+ * gRPC sandbox controller a containerd 2.x `type = "sandbox"` proxy plugin implements, and the part of containerd's own
+ * sandbox Store a sandboxer reads back.
  * Request `sandboxer` fields are number 10 except in ControllerUpdateRequest (2), as in containerd.
  */
 
@@ -148,6 +149,17 @@ export interface ControllerUpdateRequest {
 }
 
 export interface ControllerUpdateResponse {
+}
+
+export interface StoreGetRequest {
+  sandboxId: string;
+}
+
+/**
+ * containerd answers `containerd.types.Sandbox sandbox = 1`; left undeclared because only the status code is read,
+ * so a record this tree's Sandbox cannot parse still counts as present.
+ */
+export interface StoreGetResponse {
 }
 
 function createBaseControllerCreateRequest(): ControllerCreateRequest {
@@ -2318,6 +2330,131 @@ export const ControllerUpdateResponse: MessageFns<ControllerUpdateResponse> = {
   },
 };
 
+function createBaseStoreGetRequest(): StoreGetRequest {
+  return { sandboxId: "" };
+}
+
+export const StoreGetRequest: MessageFns<StoreGetRequest> = {
+  encode(message: StoreGetRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.sandboxId !== "") {
+      writer.uint32(10).string(message.sandboxId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StoreGetRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStoreGetRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.sandboxId = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): StoreGetRequest {
+    return {
+      sandboxId: isSet(object.sandboxId)
+        ? globalThis.String(object.sandboxId)
+        : isSet(object.sandbox_id)
+        ? globalThis.String(object.sandbox_id)
+        : "",
+    };
+  },
+
+  toJSON(message: StoreGetRequest): unknown {
+    const obj: any = {};
+    if (message.sandboxId !== "") {
+      obj.sandboxId = message.sandboxId;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StoreGetRequest>, I>>(base?: I): StoreGetRequest {
+    return StoreGetRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StoreGetRequest>, I>>(object: I): StoreGetRequest {
+    const message = createBaseStoreGetRequest();
+    message.sandboxId = object.sandboxId ?? "";
+    return message;
+  },
+};
+
+function createBaseStoreGetResponse(): StoreGetResponse {
+  return {};
+}
+
+export const StoreGetResponse: MessageFns<StoreGetResponse> = {
+  encode(_: StoreGetResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): StoreGetResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseStoreGetResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): StoreGetResponse {
+    return {};
+  },
+
+  toJSON(_: StoreGetResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<StoreGetResponse>, I>>(base?: I): StoreGetResponse {
+    return StoreGetResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<StoreGetResponse>, I>>(_: I): StoreGetResponse {
+    const message = createBaseStoreGetResponse();
+    return message;
+  },
+};
+
 export type ControllerService = typeof ControllerService;
 export const ControllerService = {
   create: {
@@ -2577,6 +2714,54 @@ export const ControllerClient = makeGenericClientConstructor(
 ) as unknown as {
   new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): ControllerClient;
   service: typeof ControllerService;
+  serviceName: string;
+};
+
+/**
+ * containerd's sandbox metadata store, served by containerd itself on its gRPC socket (namespaced by the
+ * `containerd-namespace` header). Only Get is declared: whether containerd still holds a record is all a sandboxer asks.
+ */
+export type StoreService = typeof StoreService;
+export const StoreService = {
+  get: {
+    path: "/containerd.services.sandbox.v1.Store/Get" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: StoreGetRequest): Buffer => Buffer.from(StoreGetRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): StoreGetRequest => StoreGetRequest.decode(value),
+    responseSerialize: (value: StoreGetResponse): Buffer => Buffer.from(StoreGetResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): StoreGetResponse => StoreGetResponse.decode(value),
+  },
+} as const;
+
+export interface StoreServer extends UntypedServiceImplementation {
+  get: handleUnaryCall<StoreGetRequest, StoreGetResponse>;
+}
+
+export interface StoreClient extends Client {
+  get(
+    request: StoreGetRequest,
+    callback: (error: ServiceError | null, response: StoreGetResponse) => void,
+  ): ClientUnaryCall;
+  get(
+    request: StoreGetRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: StoreGetResponse) => void,
+  ): ClientUnaryCall;
+  get(
+    request: StoreGetRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: StoreGetResponse) => void,
+  ): ClientUnaryCall;
+}
+
+export const StoreClient = makeGenericClientConstructor(
+  StoreService,
+  "containerd.services.sandbox.v1.Store",
+) as unknown as {
+  new (address: string, credentials: ChannelCredentials, options?: Partial<ClientOptions>): StoreClient;
+  service: typeof StoreService;
   serviceName: string;
 };
 
