@@ -173,7 +173,9 @@ maybe('against containerd 2.1', () => {
       await first.controller.start(id);
     }
     await first.controller.wait('claimed', AbortSignal.abort()).catch(() => undefined);
-    await sleep(50);
+    // the claim is persisted in the background: the successor must find it on disk
+    for (let i = 0; i < 500 && onDisk(dir, 'claimed').claimed !== true; i++) await sleep(10);
+    expect(onDisk(dir, 'claimed').claimed).toBe(true);
     // the sandboxer dies (nothing is stopped); a successor recovers from the same dir, containerd not reachable
     const down = await controllerOn(dir, new ContainerdSandboxView(path.join(tempDir('kuasar-rec-'), 'no.sock'), 500), { ...TIMING, everyMs: 60_000 }, first.kind);
     await down.controller.recover();
