@@ -203,8 +203,10 @@ class DebugExec {
   private readonly outputs: Stream[] = [];
   private stdin: Stream | undefined;
   private readonly cleanups: (() => void)[] = [];
-  /** exits of debug processes seen before our pid was known (response and event can arrive in one chunk) */
-  private readonly early = new Map<number, number>();
+  /** the agent's name for this command in its exit event (`debug-<seq>`), known with the pid */
+  private execId: string | undefined;
+  /** exits of debug commands seen before ours was named (response and event can arrive in one chunk), by exec id */
+  private readonly early = new Map<string, number>();
 
   constructor(
     private readonly socket: net.Socket,
@@ -229,8 +231,9 @@ class DebugExec {
     const vmGone = () => this.abort('UNAVAILABLE', `the VM of sandbox ${pod.id} exited`);
     void pod.exited.then(() => vmGone());
     let pid: number;
+    let execIdReply: unknown;
     try {
-      ({ pid } = await session.request<{ pid: number }>('debug.exec', {
+      ({ pid, execId: execIdReply } = await session.request<{ pid: number; execId?: unknown }>('debug.exec', {
         argv: req.argv,
         stdio: { stdout: out, ...(err !== undefined ? { stderr: err } : {}), ...(inp !== undefined ? { stdin: inp } : {}), terminal: req.tty },
         terminal: req.tty,
@@ -242,10 +245,12 @@ class DebugExec {
       throw e instanceof RpcError ? new RequestError(e.code, `guest debug.exec: ${e.message}`) : e;
     }
     this.pid = pid;
+    // an agent without exec ids in its reply names the command after its pid
+    this.execId = typeof execIdReply === 'string' ? execIdReply : `debug-${pid}`;
     this.logger.info({ pid, argv: req.argv, tty: req.tty }, 'debug exec started');
     if (this.clientGone) return this.killOrphan();
     this.send(DebugFrame.Started, Buffer.from(JSON.stringify({ pid })));
-    const early = this.early.get(pid);
+    const early = this.early.get(this.execId);
     if (early !== undefined) this.exited(early);
     this.readClient();
   }
@@ -307,8 +312,8 @@ class DebugExec {
     const x = e as EventMessage & { execId?: unknown; pid?: unknown; status?: unknown };
     if (typeof x.execId !== 'string' || !x.execId.startsWith('debug-') || typeof x.pid !== 'number') return;
     const status = typeof x.status === 'number' ? x.status : 255;
-    if (this.pid === undefined) this.early.set(x.pid, status);
-    else if (x.pid === this.pid) this.exited(status);
+    if (this.execId === undefined) this.early.set(x.execId, status);
+    else if (x.execId === this.execId) this.exited(status);
   }
 
   private exited(status: number): void {

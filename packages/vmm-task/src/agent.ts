@@ -369,12 +369,14 @@ export class Agent {
     const stdio = this.stdio(q);
     stdio.terminal = stdio.terminal || p.bool(q, 'terminal');
     const io = new ProcessIo(this.session, stdio);
+    // the exec id, not the pid, names the command in its exit event: guest pids wrap, a sequence number does not
+    const execId = `debug-${debugSeq++}`;
     let pid: number;
     let cons: Console | undefined;
     try {
       if (stdio.terminal) {
         // The helper runs argv on its own pty; its exit status is argv's, so it stands for the process.
-        cons = await Console.start(`${crun.STATE_DIR}/debug-${debugSeq++}`, io.child, { argv });
+        cons = await Console.start(`${crun.STATE_DIR}/${execId}`, io.child, { argv });
         const width = p.optionalInt(q, 'width', 0, 65535);
         const height = p.optionalInt(q, 'height', 0, 65535);
         if (width !== undefined && height !== undefined) cons.resize(width, height);
@@ -388,7 +390,7 @@ export class Agent {
       throw err instanceof RpcError ? err : new RpcError('INTERNAL', String((err as Error).message));
     }
     io.started();
-    const proc: Proc = { containerId: '', execId: `debug-${pid}`, pid, io, console: cons };
+    const proc: Proc = { containerId: '', execId, pid, io, console: cons };
     this.debugProcs.set(pid, proc);
     const exited = (st: number) => {
       this.debugProcs.delete(pid);
@@ -396,7 +398,7 @@ export class Agent {
     };
     if (cons) void cons.exited.then(exited);
     else platform.onExit(pid, exited);
-    return { pid };
+    return { pid, execId };
   }
 
   /** A window change of a debug command's terminal (kuasarctl exec -t). */

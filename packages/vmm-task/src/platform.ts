@@ -228,8 +228,12 @@ export function onExit(pid: number, fn: ExitFn): void {
   const st = unclaimed.get(pid);
   if (st !== undefined) {
     unclaimed.delete(pid);
-    fn(st);
-    return;
+    // We reaped that exit, so a process that holds the pid now is a newer one (pids wrap): the record is stale and
+    // this process's own exit is still to come. Without one, the record is the latest process with the pid: ours.
+    if (!exists(`/proc/${pid}`)) {
+      fn(st);
+      return;
+    }
   }
   waiters.set(pid, fn);
 }

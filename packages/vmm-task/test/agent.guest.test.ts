@@ -304,9 +304,13 @@ describeGuest(`vmm-task agent in the QEMU TCG guest (agent from ${agentSource})`
     const outId = sid();
     const stdout = collect(host.session.openStream(outId, { direction: 'in', manualCredit: true }));
     const stdin = host.session.openStream(inId, { direction: 'out' });
-    const { pid } = await host.session.request<{ pid: number }>('debug.exec', { argv: ['sh'], stdio: { stdin: inId, stdout: outId }, terminal: true, width: 100, height: 20 });
+    const { pid, execId } = await host.session.request<{ pid: number; execId: string }>('debug.exec', { argv: ['sh'], stdio: { stdin: inId, stdout: outId }, terminal: true, width: 100, height: 20 });
+    // the command is named by a sequence number, not its pid: guest pids wrap
+    expect(execId).toMatch(/^debug-\d+$/);
+    expect(pid).toBeGreaterThan(1);
     stdin.write(utf8Encode('tty; stty size; exit 9\n'));
-    const exit = await host.waitEvent((e) => e.type === 'exit' && e.execId === `debug-${pid}`, EVENT_MS, 'debug tty exit', consoleText);
+    const exit = await host.waitEvent((e) => e.type === 'exit' && e.execId === execId, EVENT_MS, 'debug tty exit', consoleText);
+    expect(exit.pid).toBe(pid);
     expect(exit.status).toBe(9);
     await waitFor(() => (stdout.ended() ? true : undefined), EVENT_MS, 'debug tty stdout', consoleText);
     const text = stdout.bytes().toString();
@@ -316,8 +320,10 @@ describeGuest(`vmm-task agent in the QEMU TCG guest (agent from ${agentSource})`
   test('debug.exec runs a command in the guest itself', async () => {
     const outId = sid();
     const stdout = collect(host.session.openStream(outId, { direction: 'in', manualCredit: true }));
-    const { pid } = await host.session.request<{ pid: number }>('debug.exec', { argv: ['sh', '-c', 'cat /etc/hostname; exit 4'], stdio: { stdout: outId } });
-    const exit = await host.waitEvent((e) => e.type === 'exit' && e.execId === `debug-${pid}`, EVENT_MS, 'debug exit', consoleText);
+    const first = await host.session.request<{ execId: string }>('debug.exec', { argv: ['true'], stdio: {} });
+    const { execId } = await host.session.request<{ pid: number; execId: string }>('debug.exec', { argv: ['sh', '-c', 'cat /etc/hostname; exit 4'], stdio: { stdout: outId } });
+    expect(execId).not.toBe(first.execId);
+    const exit = await host.waitEvent((e) => e.type === 'exit' && e.execId === execId, EVENT_MS, 'debug exit', consoleText);
     expect(exit.status).toBe(4);
     await waitFor(() => (stdout.ended() ? true : undefined), EVENT_MS, 'debug stdout', consoleText);
     expect(stdout.bytes().toString()).toBe('kuasar-guest\n');
