@@ -75,20 +75,31 @@ export async function measureQuarkStart(rounds: number, progress: (msg: string) 
   try {
     const pod = async (id: string, bundle: string): Promise<number> => {
       const t0 = process.hrtime.bigint();
-      await call('create', { sandboxId: id, options: podOptions(id), netnsPath: '', sandboxer: 'quark' });
-      const started = await call<{ address: string }>('start', { sandboxId: id });
-      conn ??= await TtrpcClient.connect(started.address.replace(/^ttrpc\+unix:\/\//, ''), { metadata: { 'containerd-namespace-ttrpc': NS } });
-      const tasks = createClient(task.TaskV3Definition, conn);
-      await tasks.create({ id: `${id}-c`, bundle } as never);
-      const exited = tasks.wait({ id: `${id}-c` } as never);
-      await tasks.start({ id: `${id}-c` } as never);
-      const { exitStatus } = await exited;
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      if (exitStatus !== 0) throw new QuarkRowError(`pod ${id}: container exited ${exitStatus}`);
-      await tasks.delete({ id: `${id}-c` } as never);
-      await call('stop', { sandboxId: id, timeoutSecs: 0 });
-      await call('shutdown', { sandboxId: id });
-      return ms;
+      try {
+        await call('create', { sandboxId: id, options: podOptions(id), netnsPath: '', sandboxer: 'quark' });
+        const started = await call<{ address: string }>('start', { sandboxId: id });
+        conn ??= await TtrpcClient.connect(started.address.replace(/^ttrpc\+unix:\/\//, ''), { metadata: { 'containerd-namespace-ttrpc': NS } });
+        const tasks = createClient(task.TaskV3Definition, conn);
+        await tasks.create({ id: `${id}-c`, bundle } as never);
+        const exited = tasks.wait({ id: `${id}-c` } as never);
+        // when Start fails nobody awaits the Wait, which rejects once the connection closes: that must not be an
+        // unhandled rejection (it ended the whole bench)
+        exited.catch(() => undefined);
+        await tasks.start({ id: `${id}-c` } as never);
+        const { exitStatus } = await exited;
+        const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+        if (exitStatus !== 0) throw new QuarkRowError(`pod ${id}: container exited ${exitStatus}`);
+        await tasks.delete({ id: `${id}-c` } as never);
+        await call('stop', { sandboxId: id, timeoutSecs: 0 });
+        await call('shutdown', { sandboxId: id });
+        return ms;
+      } catch (err) {
+        // a failed pod must not keep its kernel running through the remaining rounds
+        if (conn) await createClient(task.TaskV3Definition, conn).delete({ id: `${id}-c` } as never).catch(() => undefined);
+        await call('stop', { sandboxId: id, timeoutSecs: 0 }).catch(() => undefined);
+        await call('shutdown', { sandboxId: id }).catch(() => undefined);
+        throw err;
+      }
     };
     const bare = (id: string, bundle: string): number => {
       const t0 = process.hrtime.bigint();

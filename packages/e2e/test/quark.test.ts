@@ -69,7 +69,9 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × quark-sandboxer 
   function runscList(podId: string): { id: string; pid: number; status: string }[] {
     const root = shim ? path.join(stack.sbDir, '.runsc', 'ns', 'k8s.io') : path.join(stack.sbDir, '.runsc', 'pods', podId);
     if (!existsSync(root)) return [];
-    return (JSON.parse(execFileSync(runsc!, ['--root', root, 'list', '--format=json'], { encoding: 'utf8' })) as { id: string; pid: number; status: string }[] | null) ?? [];
+    const listed = (JSON.parse(execFileSync(runsc!, ['--root', root, 'list', '--format=json'], { encoding: 'utf8' })) as { id: string; pid: number; status: string }[] | null) ?? [];
+    // runsc's ids are the containerd ids plus '+' (prefix-free, see runscId)
+    return listed.map((e) => ({ ...e, id: e.id.replace(/\+$/, '') }));
   }
 
   function logOf(logPath: string): { stdout: string; stderr: string } {
@@ -230,7 +232,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × quark-sandboxer 
         return typeof e.time === 'number' ? e.time : Date.parse(String(e.time));
       };
       const call = (m: string) => at((e) => e.msg === 'controller call' && e.method === m && e.sandbox === podId);
-      const runscOf = (verb: string, id: string) => logs.find((e) => e.msg === 'oci runtime call' && Array.isArray(e.args) && e.args[0] === verb && e.args[e.args.length - 1] === id);
+      const runscOf = (verb: string, id: string) => logs.find((e) => e.msg === 'oci runtime call' && Array.isArray(e.args) && e.args[0] === verb && e.args[e.args.length - 1] === `${id}+`);
       const appCreate = runscOf('create', cid);
       const rootCreate = runscOf('create', podId);
       const ms = (e: Record<string, unknown> | undefined) => (typeof e?.ms === 'number' ? Math.round(e.ms) : 0);

@@ -137,7 +137,8 @@ export function readContainers(stateDir: string): { sandboxId: string; container
       const type = annotations[CRI_CONTAINER_TYPE] ?? '';
       out.push({
         // a pod's own sandbox container (the pause/holder) names itself as the sandbox
-        sandboxId: annotations[CRI_SANDBOX_ID] ?? (type === 'sandbox' ? id : ''),
+        // quark's engine writes runsc's own id for the pod (`<pod>+`, prefix-free) into the annotation
+        sandboxId: annotations[CRI_SANDBOX_ID]?.replace(/\+$/, '') ?? (type === 'sandbox' ? id : ''),
         container: {
           id,
           namespace: ns,

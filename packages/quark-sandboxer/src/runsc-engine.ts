@@ -1,7 +1,8 @@
 // gVisor's runsc as the task core's Engine, one application kernel per pod. runsc's multi-container mode does the
 // sharing: a pod's root container (the sandbox, started by QuarkSandboxer at Controller.Start) and its app
 // containers live in one state dir `<root>/pods/<pod>`, and an app container annotated
-// `io.kubernetes.cri.container-type=container` + `io.kubernetes.cri.sandbox-id=<pod>` joins that runsc-sandbox.
+// `io.kubernetes.cri.container-type=container` + `io.kubernetes.cri.sandbox-id=<pod>` joins that runsc-sandbox (runsc
+// sees every id as runscId(id), see there).
 // Containers of no pod of ours (ctr run, containerd 1.x CRI where the pause container is a task) run in
 // `<root>/ns/<namespace>` and share sandboxes the same way through their own CRI annotations.
 //
@@ -14,7 +15,7 @@ import type { StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '@kuasar/sandbox';
-import { Reaper, setChildSubreaper, zombieChildren } from '@kuasar/sys';
+import { Reaper, setChildSubreaper, zombieChildIdentities } from '@kuasar/sys';
 import type { SandboxEngine } from './sandbox-engine';
 import {
   Code, OciCliEngine, TtrpcError, readPidFile,
@@ -26,6 +27,24 @@ import {
 export const POD_ANNOTATION = 'io.kuasar.quark.pod';
 export const CRI_CONTAINER_TYPE = 'io.kubernetes.cri.container-type';
 export const CRI_SANDBOX_ID = 'io.kubernetes.cri.sandbox-id';
+
+/**
+ * runsc resolves the id of every CLI call as a prefix (a glob `<id>*` over its state files) and fails when more
+ * than one container matches, even with an exact match among them: pod `p1` beside container `p1-a`, or `web`
+ * beside `web-1`, would be unaddressable. containerd identifiers never contain '+' (`[A-Za-z0-9]+([._-][A-Za-z0-9]+)*`),
+ * which runsc ids may: with it as terminator no runsc id is a proper prefix of another.
+ */
+const RUNSC_ID_END = '+';
+
+/** The runsc id of a containerd container (or pod) id. */
+export function runscId(id: string): string {
+  return id.endsWith(RUNSC_ID_END) ? id : `${id}${RUNSC_ID_END}`;
+}
+
+/** The containerd id a runsc id (from `runsc list`, state, events) stands for. */
+export function containerdId(id: string): string {
+  return id.endsWith(RUNSC_ID_END) ? id.slice(0, -RUNSC_ID_END.length) : id;
+}
 
 export interface RunscEngineOptions {
   binary: string;
@@ -64,6 +83,18 @@ type Tracked =
 
 function key(c: Pick<ContainerRef, 'namespace' | 'id'>): string {
   return `${c.namespace}/${c.id}`;
+}
+
+/**
+ * runsc finds a subcontainer's sandbox by the exact runsc id in its `io.kubernetes.cri.sandbox-id` annotation: the
+ * containerd id there (QuarkSandboxer's pod id, or CRI 1.x's pause container id) becomes the runsc id in the
+ * bundle's config.json, which runsc reads.
+ */
+function joinSandboxByRunscId(bundle: string, spec: OciSpec): void {
+  const sandbox = spec.annotations?.[CRI_SANDBOX_ID];
+  if (!sandbox || runscId(sandbox) === sandbox) return;
+  const out = { ...spec, annotations: { ...spec.annotations, [CRI_SANDBOX_ID]: runscId(sandbox) } };
+  fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(out));
 }
 
 function readSpec(bundle: string): OciSpec | undefined {
@@ -168,8 +199,8 @@ export class RunscEngine implements SandboxEngine {
   private readonly adoptedWaiters = new Set<number>();
   /** containers with a `runsc wait` in flight */
   private readonly waiting = new Set<string>();
-  /** zombie children seen by the previous sweep */
-  private zombies = new Set<number>();
+  /** zombie children seen by the previous sweep: pid → start time */
+  private zombies = new Map<number, string>();
   private readonly sweepTimer: NodeJS.Timeout;
   private listener: ((e: EngineExit) => void) | undefined;
   private timer: NodeJS.Timeout | undefined;
@@ -208,7 +239,7 @@ export class RunscEngine implements SandboxEngine {
    * POD_ANNOTATION): this boots the pod's application kernel. Returns the runsc-sandbox pid.
    */
   async startSandbox(pod: string, bundle: string): Promise<{ pid: number }> {
-    const ref: ContainerRef = { id: pod, namespace: pod, bundle };
+    const ref: ContainerRef = { id: runscId(pod), namespace: pod, bundle };
     const spec = readSpec(bundle);
     if (!spec) throw new TtrpcError(Code.INVALID_ARGUMENT, `sandbox bundle ${bundle} has no readable config.json`);
     const { pid, helpers } = await this.pods.create(ref, { spec, stdio: { terminal: false } });
@@ -247,7 +278,7 @@ export class RunscEngine implements SandboxEngine {
   /** Signals the pod's root container (the sandbox's init). */
   async killSandbox(pod: string, bundle: string, signal: number): Promise<void> {
     await this.rootStarts.get(pod)?.catch(() => undefined);
-    await this.pods.kill({ id: pod, namespace: pod, bundle }, undefined, signal, false);
+    await this.pods.kill({ id: runscId(pod), namespace: pod, bundle }, undefined, signal, false);
   }
 
   /**
@@ -261,7 +292,7 @@ export class RunscEngine implements SandboxEngine {
     // a root `runsc start` in flight holds the container's lock; delete after it (bounded by the call timeout)
     await this.rootStarts.get(pod)?.catch(() => undefined);
     if (fs.existsSync(dir)) {
-      await this.pods.delete({ id: pod, namespace: pod, bundle }, { force: true }).catch((err: Error) =>
+      await this.pods.delete({ id: runscId(pod), namespace: pod, bundle }, { force: true }).catch((err: Error) =>
         this.logger?.warn({ pod, err: err.message }, 'runsc delete of the pod sandbox failed'));
     }
     const left = runscProcesses(dir);
@@ -300,14 +331,15 @@ export class RunscEngine implements SandboxEngine {
     // no CRI container type = a container of its own: runsc makes it a sandbox (its own kernel)
     const root = (s?.annotations?.[CRI_CONTAINER_TYPE] ?? 'sandbox') === 'sandbox';
     const p: Placement = pod
-      ? { cli: this.pods, ref: { id: c.id, namespace: pod, bundle: c.bundle }, stateDir: this.podStateDir(pod), root }
-      : { cli: this.standalone, ref: c, stateDir: path.join(this.root, 'ns', c.namespace), root };
+      ? { cli: this.pods, ref: { id: runscId(c.id), namespace: pod, bundle: c.bundle }, stateDir: this.podStateDir(pod), root }
+      : { cli: this.standalone, ref: { ...c, id: runscId(c.id) }, stateDir: path.join(this.root, 'ns', c.namespace), root };
     if (s) this.placements.set(k, p);
     return p;
   }
 
   async create(c: ContainerRef, init: ContainerCreate): Promise<{ pid: number; helpers?: number[] }> {
     const at = this.placement(c, init.spec);
+    if (!at.root) joinSandboxByRunscId(c.bundle, init.spec);
     // a subcontainer's `runsc create` only prepares its gofer; its process gets the stdio of `runsc start`
     const out = await at.cli.create(at.ref, at.root ? init : { ...init, stdio: init.stdio.terminal ? init.stdio : { terminal: false } });
     this.known.add(key(c));
@@ -510,20 +542,25 @@ export class RunscEngine implements SandboxEngine {
   /**
    * runsc's own intermediate processes (and the waiters of execs of a previous sandboxer process) re-parent to us
    * as subreaper and nobody else reaps them. A zombie child seen by two sweeps in a row is nobody's to reap — Node
-   * reaps the runsc calls it spawned itself, at once — so it is reaped here.
+   * reaps the runsc calls it spawned itself, at once — so it is reaped here. "The same" means pid AND start time:
+   * libuv may have reaped the first and the pid been reused (pid_max wraps) by a runsc call Node just spawned, whose
+   * exit is libuv's.
    */
   private sweepOrphans(): void {
-    const now = zombieChildren();
-    for (const pid of now) if (this.zombies.has(pid) && !this.tracked.has(pid)) this.trackPid(pid, { kind: 'helper' });
+    const now = zombieChildIdentities();
+    for (const [pid, startTime] of now) {
+      if (this.zombies.get(pid) === startTime && !this.tracked.has(pid)) this.trackPid(pid, { kind: 'helper' }, startTime);
+    }
     this.zombies = now;
   }
 
-  private trackPid(pid: number, t: Tracked): void {
+  /** `startTime` when the caller read it with the pid; else the Reaper reads it now, naming whatever holds the pid. */
+  private trackPid(pid: number, t: Tracked, startTime?: string): void {
     // pids wrap (pid_max is 32768 on small nodes): a new sandbox may reuse the pid of one that exited earlier, whose
     // recorded status must not be taken for the new one's
     if (t.kind === 'sandbox') this.sandboxExits.delete(pid);
     this.tracked.set(pid, t);
-    this.reaper.track(pid);
+    this.reaper.track(pid, startTime);
   }
 
   private reaped(pid: number, status: number): void {

@@ -11,6 +11,7 @@ import {
   alive, bundleSandboxer, controllerClient, criBundle, fifos, podOptions, rpc, runscPath, startSandboxerProcess, taskClient,
   tempDir, until, type BusyboxBundle, type Fifos, type SandboxerProcess, type TaskClient,
 } from './helpers';
+import { runscId } from '../src/runsc-engine';
 
 jest.setTimeout(60_000);
 
@@ -100,7 +101,7 @@ maybe('pods runsc lost track of leave nothing after Stop + Shutdown', () => {
     const out = await startContainer(pod, pid, `c1-${pod}`);
     const waited = rpc(controller, 'wait', { sandboxId: pod });
     // the kernel's init is gone: gVisor takes the whole sandbox down with it
-    execFileSync(runsc!, ['--root', podRoot(pod), 'kill', pod, '9']);
+    execFileSync(runsc!, ['--root', podRoot(pod), 'kill', runscId(pod), '9']);
     expect((await waited).exitStatus).toBe(137);
     expect((await out.out).toString()).toBe('up\n');
     await until(async () => (await rpc(controller, 'status', { sandboxId: pod })).state === 'SANDBOX_NOTREADY', 5000, 'pod not ready');
@@ -118,7 +119,7 @@ maybe('pods runsc lost track of leave nothing after Stop + Shutdown', () => {
     const pid = await startPod(pod);
     await startContainer(pod, pid, `c1-${pod}`);
     const root = podRoot(pod);
-    const rootState = fs.readdirSync(root).filter((n) => n.startsWith(`${pod}_sandbox:`) && n.endsWith('.state'));
+    const rootState = fs.readdirSync(root).filter((n) => n.startsWith(`${runscId(pod)}_sandbox:`) && n.endsWith('.state'));
     expect(rootState).toHaveLength(1);
     fs.rmSync(path.join(root, rootState[0]!));
     // `runsc delete --force <pod>` cannot find the sandbox any more: it must not survive the pod regardless

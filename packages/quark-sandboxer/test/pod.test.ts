@@ -11,6 +11,7 @@ import {
   alive, bundleSandboxer, controllerClient, criBundle, fifos, podOptions, rpc, runscPath, startSandboxerProcess, taskClient,
   tempDir, until, type BusyboxBundle, type Fifos, type SandboxerProcess, type TaskClient,
 } from './helpers';
+import { runscId } from '../src/runsc-engine';
 
 jest.setTimeout(60_000);
 
@@ -132,10 +133,10 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     // one kernel: the same runsc-sandbox for both (runsc's own view) and the same boot log — gVisor picks its
     // boot messages at random per kernel, so equal logs come from one kernel
     const list = runscJson(['list', '--format=json']) as { id: string; pid: number; status: string }[];
-    expect(list.map((e) => e.id).sort()).toEqual(['c1', 'c2', pod].sort());
+    expect(list.map((e) => e.id).sort()).toEqual(['c1', 'c2', pod].map(runscId).sort());
     expect(new Set(list.map((e) => e.pid))).toEqual(new Set([sandboxPid]));
     await until(async () => (await tasks.state({ id: 'c1' } as never)).status === 2, 5000, 'c1 running');
-    const pids1 = runscJson(['ps', '--format=json', 'c1']) as number[];
+    const pids1 = runscJson(['ps', '--format=json', runscId('c1')]) as number[];
     expect(pids1.length).toBeGreaterThan(0);
     // IO: 256 KiB of random bytes through stdin and back through `cat`, byte for byte
     const data = randomBytes(256 * 1024);
@@ -193,7 +194,7 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     await expect(tasks.kill({ id: 'c1', signal: 9 } as never)).rejects.toMatchObject({ code: Code.NOT_FOUND });
     await tasks.delete({ id: 'c1' } as never);
     await tasks.delete({ id: 'c2' } as never);
-    expect((runscJson(['list', '--format=json']) as { id: string }[]).map((e) => e.id)).toEqual([pod]);
+    expect((runscJson(['list', '--format=json']) as { id: string }[]).map((e) => e.id)).toEqual([runscId(pod)]);
 
     // Controller.Metrics: the pod cgroup (sandbox, gofers, stubs)
     const metrics = await rpc(controller, 'metrics', { sandboxId: pod });
