@@ -441,8 +441,9 @@ export function churnSummary(r: ChurnReport): string {
     `pods: ${r.podsCreated} created, ${r.podsRemoved} removed cleanly, ${r.podsLost.length} lost, ${r.podsStuck.length} stuck, ${r.podsCollected.length} left by an interrupted RunPodSandbox and garbage-collected, ${r.podsListedAtEnd.length} still listed (containers listed: ${r.containersListedAtEnd.length})`,
     `sandboxes containerd forgot (Create/Start reply cut off by a kill) and the sandboxer removed by itself: ${r.sandboxesForgotten.length}`,
     `container exits: ${r.exitsReported} reported with the right code (${r.exitsReadopted} of them re-adopted across a restart), ${r.exitsWhileDown.length} while the sandboxer was down (255, documented), ${r.startErrors.length} StartError after a crash during StartContainer, ${r.containersUnknown.length} UNKNOWN after a containerd restart (stopped), ${r.exitsWrong.length} wrong or missing`,
-    // Reported, not (yet) a failure: in about one quick run in three the relay ends with one or two containerd
-    // connections (2 fds each, with their sandboxer side) still open; not understood yet (docs/benchmarks.md).
+    // Reported, not a failure: now and then the relay ends with a containerd connection still open that containerd
+    // itself holds, from reloading tasks after its restart ("cleaning leaked shim process"; the relay already closes
+    // the connections of a failed reload Connect). See packages/shim/README.md.
     `leaks: ${leakCounts}${r.relayFds ? `; task relay fds ${r.relayFds.start} → ${r.relayFds.end}${r.relayFds.end > r.relayFds.start ? ' (MORE than at the start)' : ''}` : ''}`,
     `retried errors: ${transient}; sandboxer error log lines: ${r.sandboxerErrors.length}`,
     ...[...r.podsLost.map((x) => `LOST ${x}`), ...r.exitsWhileDown.slice(0, 5).map((x) => `DOWN ${x}`), ...r.podsStuck.map((x) => `STUCK ${x}`), ...r.exitsWrong.map((x) => `EXIT ${x}`), ...r.podsListedAtEnd.map((x) => `LISTED ${x}`)].slice(0, 40),

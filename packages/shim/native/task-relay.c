@@ -47,6 +47,13 @@
 #define WATCH_MS 2000
 #define DEFAULT_RECONNECT_MS 120000
 #define MAX_METHOD 64
+/*
+ * containerd 2.x reloads a task after its own restart by opening a connection and asking Connect with a 5 s deadline
+ * (loadShimTask). When that fails (the sandboxer was down, or said no) it cleans the task up but never closes the
+ * connection: nothing will ever use it again. Such a connection is closed this long after the probe's deadline, when
+ * containerd's own clean-up (5 s) is over, so its close callback finds nothing left to do.
+ */
+#define PROBE_GRACE_MS 10000
 
 #define T_REQUEST 1
 #define T_RESPONSE 2
@@ -265,11 +272,12 @@ static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 	return -1;
 }
 
-/* Request.method (field 2) into out; "" when the message is malformed or has none. */
-static void request_method(const uint8_t *d, size_t n, char out[MAX_METHOD])
+/* Request.method (field 2) into out and Request.timeout_nano (field 4, 0 = none); "" and 0 when malformed. */
+static void request_method(const uint8_t *d, size_t n, char out[MAX_METHOD], uint64_t *timeout_nano)
 {
 	const uint8_t *p = d, *end = d + n;
 	out[0] = '\0';
+	*timeout_nano = 0;
 	while (p < end) {
 		uint64_t key, v;
 		if (get_varint(&p, end, &key) < 0)
@@ -278,6 +286,8 @@ static void request_method(const uint8_t *d, size_t n, char out[MAX_METHOD])
 		case 0:
 			if (get_varint(&p, end, &v) < 0)
 				goto bad;
+			if ((key >> 3) == 4)
+				*timeout_nano = v;
 			break;
 		case 1:
 			if (end - p < 8)
@@ -306,6 +316,63 @@ static void request_method(const uint8_t *d, size_t n, char out[MAX_METHOD])
 	return;
 bad:
 	out[0] = '\0';
+	*timeout_nano = 0;
+}
+
+/* Response.status.code (0 when there is no status, i.e. success; -1 when malformed). */
+static int64_t response_code(const uint8_t *d, size_t n)
+{
+	const uint8_t *p = d, *end = d + n;
+	while (p < end) {
+		uint64_t key, v;
+		if (get_varint(&p, end, &key) < 0)
+			return -1;
+		switch (key & 7) {
+		case 0:
+			if (get_varint(&p, end, &v) < 0)
+				return -1;
+			break;
+		case 1:
+			if (end - p < 8)
+				return -1;
+			p += 8;
+			break;
+		case 5:
+			if (end - p < 4)
+				return -1;
+			p += 4;
+			break;
+		case 2:
+			if (get_varint(&p, end, &v) < 0 || v > (uint64_t)(end - p))
+				return -1;
+			if ((key >> 3) == 1) {
+				/* Status: code is field 1 */
+				const uint8_t *q = p, *qend = p + v;
+				while (q < qend) {
+					uint64_t k2, v2;
+					if (get_varint(&q, qend, &k2) < 0)
+						return -1;
+					if ((k2 & 7) == 0) {
+						if (get_varint(&q, qend, &v2) < 0)
+							return -1;
+						if ((k2 >> 3) == 1)
+							return (int64_t)(v2 & 0x7fffffff);
+					} else if ((k2 & 7) == 2) {
+						if (get_varint(&q, qend, &v2) < 0 || v2 > (uint64_t)(qend - q))
+							return -1;
+						q += v2;
+					} else {
+						return -1;
+					}
+				}
+			}
+			p += v;
+			break;
+		default:
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int is_repeatable(const char *method)
@@ -380,6 +447,11 @@ struct conn {
 	unsigned ncalls;
 	int64_t down_since; /* -1 while connected upstream */
 	int64_t retry_at;
+	/* The first request was a Connect with a deadline and nothing else came yet; it failed unless answered OK in time. */
+	int probe;
+	uint32_t probe_stream;
+	unsigned requests;
+	int64_t probe_deadline, probe_reap_at;
 	int closed;
 	struct conn *next;
 };
@@ -506,7 +578,21 @@ static void from_containerd(struct conn *c, const uint8_t *frame, size_t len)
 	k->raw = raw;
 	k->raw_len = len;
 	k->queued = 1;
-	request_method(frame + HEADER, len - HEADER, k->method); /* "": the sandboxer answers the malformed request */
+	uint64_t timeout_nano;
+	request_method(frame + HEADER, len - HEADER, k->method, &timeout_nano); /* "": the sandboxer answers the malformed request */
+	if (c->requests == 0 && timeout_nano > 0 && strcmp(k->method, "Connect") == 0) {
+		uint64_t ms = timeout_nano / 1000000 + 1;
+		if (ms > 86400000u)
+			ms = 86400000u;
+		c->probe = 1;
+		c->probe_stream = stream;
+		c->probe_deadline = mono_ms() + (int64_t)ms;
+		c->probe_reap_at = c->probe_deadline + PROBE_GRACE_MS;
+	} else {
+		c->probe = 0; /* containerd kept using the connection: it is in use */
+	}
+	if (c->requests < UINT32_MAX)
+		c->requests++;
 	*c->calls_tail = k;
 	c->calls_tail = &k->next;
 	c->call_bytes += len;
@@ -518,8 +604,14 @@ static void from_containerd(struct conn *c, const uint8_t *frame, size_t len)
 /* One complete frame from the sandboxer. */
 static void from_sandboxer(struct conn *c, const uint8_t *frame, size_t len)
 {
-	if (frame[8] == T_RESPONSE)
-		call_remove(c, be32(frame + 4));
+	if (frame[8] == T_RESPONSE) {
+		uint32_t stream = be32(frame + 4);
+		call_remove(c, stream);
+		/* Our deadline is later than containerd's (it counts from arrival here), so "late" here is late there too. */
+		if (c->probe && stream == c->probe_stream && mono_ms() <= c->probe_deadline &&
+		    response_code(frame + HEADER, len - HEADER) == 0)
+			c->probe = 0;
+	}
 	if (buf_append(&c->to_down, frame, len) < 0)
 		conn_close(c, "out of memory");
 }
@@ -1069,9 +1161,12 @@ int relay_main(int argc, char **argv, const char *program, const char *kind)
 		int64_t now = mono_ms(), next = R.watch_at;
 		if (R.accept_paused_until && R.accept_paused_until < next)
 			next = R.accept_paused_until;
-		for (struct conn *c = R.conns; c; c = c->next)
+		for (struct conn *c = R.conns; c; c = c->next) {
 			if (!c->closed && c->up < 0 && c->retry_at < next)
 				next = c->retry_at;
+			if (!c->closed && c->probe && c->probe_reap_at < next)
+				next = c->probe_reap_at;
+		}
 		int timeout = next <= now ? 0 : (int)(next - now);
 		struct epoll_event events[64];
 		int n = epoll_wait(R.epoll, events, 64, timeout);
@@ -1108,6 +1203,11 @@ int relay_main(int argc, char **argv, const char *program, const char *kind)
 			watch(&R.listen_ep, R.listen_fd, EPOLLIN);
 		}
 		for (struct conn *c = R.conns; c; c = c->next) {
+			if (!c->closed && c->probe && now >= c->probe_reap_at) {
+				log_msg(LV_INFO, "task relay: closing a connection containerd abandoned (its Connect probe failed or timed out)",
+					NULL, NULL);
+				conn_close(c, NULL);
+			}
 			if (!c->closed && c->up < 0 && now >= c->retry_at)
 				try_connect(c);
 			conn_update(c);

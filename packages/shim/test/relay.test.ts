@@ -30,6 +30,11 @@ async function fakeSandboxer(socket: string, exitStatus: number | undefined, see
         };
       }
       if (name === 'create') return (req: task.CreateTaskRequest) => (seen.push(`create ${req.id}`), new Promise(() => undefined));
+      if (name === 'connect') {
+        return (req: task.ConnectRequest) => (seen.push(`connect ${req.id}`), req.id === 'refused'
+          ? Promise.reject(new TtrpcError(Code.NOT_FOUND, 'no such task'))
+          : Promise.resolve(task.ConnectResponse.fromPartial({ shimPid: 41, taskPid: 42 })));
+      }
       if (name === 'state') return (req: task.StateRequest) => (seen.push(`state ${req.id}`), Promise.resolve(task.StateResponse.fromPartial({ id: req.id, pid: 42 })));
       return unimplemented;
     },
@@ -105,8 +110,8 @@ async function rawConnection(socket: string): Promise<{ sock: net.Socket; frames
   return { sock, frames, closed };
 }
 
-function requestFrame(streamId: number, method: string, payload: Uint8Array, service = TASK_SERVICE): Buffer {
-  return encodeFrame(streamId, MessageType.REQUEST, 0, encodeRequest({ service, method, payload, timeoutNano: 0n, metadata: new Map() }));
+function requestFrame(streamId: number, method: string, payload: Uint8Array, service = TASK_SERVICE, timeoutNano = 0n): Buffer {
+  return encodeFrame(streamId, MessageType.REQUEST, 0, encodeRequest({ service, method, payload, timeoutNano, metadata: new Map() }));
 }
 
 async function until<T>(what: string, fn: () => T, ok: (v: T) => boolean, ms = 5000): Promise<T> {
@@ -330,6 +335,92 @@ describe('task relay', () => {
     expect(await run(['--bogus', '1'])).toMatchObject({ code: 2, err: expect.stringMatching(/not defined: -bogus/) });
     expect(await run(['--listen'])).toMatchObject({ code: 2, err: expect.stringMatching(/needs an argument/) });
     expect(await run(['-h'])).toMatchObject({ code: 0, out: expect.stringMatching(/^usage: .* relay --listen/) });
+  });
+
+  // containerd hangs up in each state of a connection: while the sandboxer is down and being re-dialled, before the
+  // relay got to accept it (a containerd restart), and before its upstream was dialled. None may outlive containerd's side.
+  test('containerd hanging up in any state frees both fds: during re-dial, before accept, before the upstream dial', async () => {
+    const upstream = path.join(dir, 'task.sock');
+    const sock = path.join(dir, 'relay.sock');
+    const relay = await startRelay(dir);
+    const state = (id: string) => task.StateRequest.encode({ id, execId: '' }).finish();
+    const waitFrame = (id: string) => requestFrame(1, 'Wait', task.WaitRequest.encode({ id, execId: '' }).finish());
+
+    // 1. No sandboxer yet: the relay re-dials every 100 ms with a queued call, and containerd leaves.
+    const early = await rawConnection(sock);
+    early.sock.write(requestFrame(1, 'State', state('early')));
+    await until('the connection held', () => fdCount(relay.pid), (n) => n === IDLE_FDS + 1);
+    early.sock.destroy();
+    await until('the re-dialling connection freed', () => fdCount(relay.pid), (n) => n === IDLE_FDS);
+
+    // 2. A parked Wait, then the sandboxer dies: containerd leaves while its upstream is being re-dialled.
+    let sb = await fakeSandboxer(upstream, undefined, []);
+    const parked = await Promise.all([rawConnection(sock), rawConnection(sock)]);
+    parked.forEach((r, i) => r.sock.write(waitFrame(`parked${i}`)));
+    await until('both relayed', () => fdCount(relay.pid), (n) => n === IDLE_FDS + 4);
+    await sb.close(0);
+    await until('upstreams dropped', () => fdCount(relay.pid), (n) => n === IDLE_FDS + 2);
+    parked[0]!.sock.destroy();
+    parked[1]!.sock.end(); // a half-close (FIN only) counts as leaving too
+    await until('the re-dialling connections freed', () => fdCount(relay.pid), (n) => n === IDLE_FDS);
+
+    // 3. The relay is frozen (as under load, or while containerd restarts): connections arrive, send a call, and
+    // hang up before it accepts them; meanwhile the sandboxer comes back, so each accept dials a live upstream.
+    sb = await fakeSandboxer(upstream, undefined, []);
+    servers.push(sb);
+    process.kill(relay.pid, 'SIGSTOP');
+    try {
+      const gone = await Promise.all(Array.from({ length: 5 }, () => rawConnection(sock)));
+      gone.forEach((r, i) => (r.sock.write(waitFrame(`gone${i}`)), r.sock.destroy()));
+      await Promise.all(gone.map((r) => r.closed));
+    } finally {
+      process.kill(relay.pid, 'SIGCONT');
+    }
+    await until('connections accepted after their peer left are freed', () => fdCount(relay.pid), (n) => n === IDLE_FDS);
+    // And the relay still serves.
+    expect((await (await connect()).state({ id: 'after', execId: '' })).id).toBe('after');
+    expect(relay.child.exitCode).toBeNull();
+  });
+
+  // containerd 2.x reloading tasks after its restart: a connection per task, first call Connect with a 5 s deadline;
+  // when that fails (here: the sandboxer is down past the deadline, or says NOT_FOUND) containerd cleans the task up
+  // and never closes the connection. The relay closes it once the grace after the deadline is over.
+  test('a connection whose first call, a Connect with a deadline, failed is closed after the grace; connections in use stay', async () => {
+    const upstream = path.join(dir, 'task.sock');
+    const sock = path.join(dir, 'relay.sock');
+    const relay = await startRelay(dir);
+    const connectFrame = (id: string, ms: number) => requestFrame(1, 'Connect', task.ConnectRequest.encode({ id }).finish(), TASK_SERVICE, BigInt(ms) * 1_000_000n);
+    // While the sandboxer is down: a probe that will be answered too late, the same one that containerd then goes on
+    // using (so it was not a failed reload), and a Connect without a deadline (not a reload probe).
+    const late = await rawConnection(sock);
+    late.sock.write(connectFrame('late', 300));
+    const used = await rawConnection(sock);
+    used.sock.write(connectFrame('used', 300));
+    const noDeadline = await rawConnection(sock);
+    noDeadline.sock.write(connectFrame('nodeadline', 0));
+    await sleep(600);
+    servers.push(await fakeSandboxer(upstream, undefined, []));
+    // With the sandboxer up: a probe answered OK in time, and one answered NOT_FOUND in time.
+    const ok = await rawConnection(sock);
+    ok.sock.write(connectFrame('ok', 5000));
+    const refused = await rawConnection(sock);
+    refused.sock.write(connectFrame('refused', 1000));
+    const all = [late, used, noDeadline, ok, refused];
+    await until('every Connect answered', () => all.every((r) => r.frames.length === 1), Boolean);
+    used.sock.write(requestFrame(3, 'Wait', task.WaitRequest.encode({ id: 'used', execId: '' }).finish()));
+    expect(decodeResponse(refused.frames[0]!.data).status?.code).toBe(Code.NOT_FOUND);
+    expect(task.ConnectResponse.decode(decodeResponse(late.frames[0]!.data).payload).taskPid).toBe(42);
+
+    // Nothing is closed before the grace (10 s after the deadline): containerd's own clean-up runs meanwhile.
+    await sleep(2000);
+    expect(fdCount(relay.pid)).toBe(IDLE_FDS + 2 * all.length);
+    await Promise.all([late.closed, refused.closed]);
+    await sleep(300);
+    for (const r of [used, noDeadline, ok]) expect(r.sock.destroyed).toBe(false);
+    expect(fdCount(relay.pid)).toBe(IDLE_FDS + 2 * 3);
+    expect(relay.logs().filter((l) => /containerd abandoned/.test(String(l.msg)))).toHaveLength(2);
+    for (const r of [used, noDeadline, ok]) r.sock.destroy();
+    await until('the rest freed', () => fdCount(relay.pid), (n) => n === IDLE_FDS);
   });
 
   test('100 containerd connections with parked Waits and 3 sandboxer restarts: small and steady RSS, no leaked fds', async () => {
