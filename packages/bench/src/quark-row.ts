@@ -2,7 +2,7 @@
 // kind of busybox bundle with the same runsc flags, in the same run. The sandboxer runs as a real process (the
 // tree's bundle) and is driven as containerd 2.x drives it: Controller Create + Start (the pod's kernel boots), then
 // Task Create + Start of an `echo` container in it, until its exit is reported. Bare: `runsc run` (create, start,
-// wait in one process). Rounds alternate the order, so load from elsewhere on the machine hits both alike.
+// wait in one process). Rounds alternate the order (./alternate).
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { sandboxApi, task } from '@kuasar/api';
 import { SANDBOXERS, SandboxerProcess, leftoverMounts } from '@kuasar/e2e';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
+import { alternate } from './alternate';
 import type { RatioRow } from './report';
 import { podContainerBundle, podOptions } from './reliability-target';
 import { ratio, summarize } from './stats';
@@ -120,19 +121,13 @@ export async function measureQuarkStart(rounds: number, progress: (msg: string) 
         progress(`quark row: pod ${id} failed: ${(err as Error).message}`);
       }
     };
-    for (let i = 0; i < rounds; i++) {
+    await alternate(rounds, (i) => {
       if (i % 5 === 0) progress(`quark row: ${i}/${rounds}`);
       // bundles (a busybox copy each) are made before the clock starts, for both
       const bb = podContainerBundle(bundles, undefined, ['echo', 'hi']);
       const pb = podContainerBundle(bundles, `qb${i}`, ['echo', 'hi']);
-      if (i % 2 === 0) {
-        out.bareMs.push(bare(`bare${i}`, bb));
-        await timedPod(`qb${i}`, pb);
-      } else {
-        await timedPod(`qb${i}`, pb);
-        out.bareMs.push(bare(`bare${i}`, bb));
-      }
-    }
+      return [() => out.bareMs.push(bare(`bare${i}`, bb)), () => timedPod(`qb${i}`, pb)];
+    });
     if (out.podMs.length === 0) throw new Error(`quark row: every pod failed to start: ${out.podFailures.join('; ')}`);
     return out;
   } finally {

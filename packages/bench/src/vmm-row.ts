@@ -5,9 +5,9 @@
 //          marker on the console (/init), plus the `crun run` of that bundle as the guest timed it
 //   ours   the sandboxer as a real process driven as containerd 2.x drives it: Controller Create + Start (the VM
 //          boots, the agent answers), Task Create + Start of a container, until its first byte of output
-// Rounds alternate the order, so load from elsewhere on the machine hits both alike. Then memory: the sandboxer's
-// PSS and that of its helper processes (not QEMU) with no VM and with N VMs, per VM; and the agent's RSS, read by
-// each container from /proc/1/status (the container shares the guest's pid namespace, where the agent is PID 1).
+// Rounds alternate the order (./alternate). Then memory: the sandboxer's PSS and that of its helper processes (not
+// QEMU) with no VM and with N VMs, per VM; and the agent's RSS, read by each container from /proc/1/status (the
+// container shares the guest's pid namespace, where the agent is PID 1).
 import { execFileSync, spawn } from 'node:child_process';
 import { constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
@@ -16,6 +16,7 @@ import * as grpc from '@grpc/grpc-js';
 import { sandboxApi, task } from '@kuasar/api';
 import { SANDBOXERS, SandboxerProcess, leftoverMounts, pssKiB, vmmSkipReason } from '@kuasar/e2e';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
+import { alternate } from './alternate';
 import type { RatioRow } from './report';
 import { podContainerBundle, podOptions } from './reliability-target';
 import { ratio, summarize } from './stats';
@@ -255,17 +256,11 @@ export async function measureVmmStart(rounds: number, vms: number, progress: (ms
       out.guestUptime.podAgent.push(Number(/KUASAR-AGENT-READY uptime=([\d.]+)/.exec(log)?.[1]));
       await removePod(id);
     };
-    for (let i = 0; i < rounds; i++) {
+    // the pod goes first in the first round: the floor runs that VM's QEMU command line
+    await alternate(rounds, (i) => {
       progress(`vmm row: start ${i + 1}/${rounds}`);
-      // the first round must start a pod first: the floor runs that VM's QEMU command line
-      if (i % 2 === 0) {
-        await pod();
-        await floor(i);
-      } else {
-        await floor(i);
-        await pod();
-      }
-    }
+      return [pod, () => floor(i)];
+    });
 
     progress(`vmm row: memory with ${vms} VMs`);
     const pid = sb.pid!;

@@ -1,9 +1,11 @@
 // One containerd + one sandboxer + CRI client + CNI network, private to a test file, and the per-test checks
 // (leftovers, containerd errors) every matrix test runs.
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { cri } from '@kuasar/api';
 import { shimBinaryName } from '@kuasar/shim';
 import {
   BUSYBOX_IMAGE, CriClient, PAUSE_IMAGE, PrivateContainerd, createCniSetup, importTestImages, processesMentioning,
@@ -79,6 +81,13 @@ interface Restartable {
   spawn(): void;
   waitReady(ms: number): Promise<void>;
   exited: Promise<void>;
+}
+
+/** A pod made by Stack.runPod and its one container; `logPath` is the container's CRI log. */
+export interface RunningPod {
+  podId: string;
+  containerId: string;
+  logPath: string;
 }
 
 export class Stack {
@@ -188,6 +197,35 @@ export class Stack {
 
   logDir(): string {
     return mkdtempSync(path.join(this.logRoot, 'pod-'));
+  }
+
+  /**
+   * The kubelet's flow to one started container: RunPodSandbox on this stack's handler, CreateContainer of `image`
+   * (`command` [] runs the image's CMD), StartContainer. `name` prefixes the pod's name (and its hostname off the
+   * host network). Both ids go into `ids`, so the test's leftover checks cover them.
+   */
+  async runPod(o: { name: string; image: string; command: string[]; hostNetwork: boolean; timeoutMs?: number }): Promise<RunningPod> {
+    const uid = randomBytes(6).toString('hex');
+    const namespaceOptions = { network: o.hostNetwork ? cri.NamespaceMode.NODE : cri.NamespaceMode.POD, pid: cri.NamespaceMode.CONTAINER, ipc: cri.NamespaceMode.POD };
+    const logDirectory = this.logDir();
+    const podConfig = {
+      metadata: { name: `${o.name}-${uid}`, uid, namespace: 'default', attempt: 0 },
+      hostname: o.hostNetwork ? '' : `${o.name}-${uid}`,
+      logDirectory,
+      linux: { securityContext: { namespaceOptions } },
+    };
+    const podId = await this.client.runPodSandbox(podConfig, this.handler, o.timeoutMs);
+    this.ids.push(podId);
+    const containerId = await this.client.createContainer(podId, {
+      metadata: { name: 'main', attempt: 0 },
+      image: { image: o.image },
+      command: o.command,
+      logPath: 'main.log',
+      linux: { securityContext: { namespaceOptions } },
+    }, podConfig);
+    this.ids.push(containerId);
+    await this.client.startContainer(containerId);
+    return { podId, containerId, logPath: path.join(logDirectory, 'main.log') };
   }
 
   /** Marks the start of a test: leftovers and errors are checked from here. */

@@ -1,14 +1,13 @@
 // microVM pods through a REAL containerd 2.1 with the vmm sandboxer: the kubelet's CRI flow end to end. Each pod is a
 // QEMU guest (TCG here: the machines have KVM-PVM only) running the busybox image's containers with crun under the
 // vmm-task agent; containerd reaches the sandboxer as a sandbox proxy plugin.
-import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import path from 'node:path';
 import { cri } from '@kuasar/api';
 import { BUSYBOX_IMAGE, containerdAvailability, criLogStream, readCriLog } from '@kuasar/testkit';
 import { vmmGuestDir, vmmSkipReason, type MatrixEntry } from '../src';
-import { Stack, eventually } from './stack';
+import { Stack, eventually, type RunningPod } from './stack';
 
 // a TCG boot takes seconds on a loaded 2-core machine, and every container start is a crun run in the guest
 jest.setTimeout(300_000);
@@ -33,28 +32,8 @@ describe('containerd 2.1 × vmm-sandboxer', () => {
     if (!reason) stack.begin();
   });
 
-  async function runPod(o: { command: string[]; hostNetwork: boolean }): Promise<{ podId: string; containerId: string; logPath: string }> {
-    const uid = randomBytes(6).toString('hex');
-    const namespaceOptions = { network: o.hostNetwork ? cri.NamespaceMode.NODE : cri.NamespaceMode.POD, pid: cri.NamespaceMode.CONTAINER, ipc: cri.NamespaceMode.POD };
-    const logDirectory = stack.logDir();
-    const podConfig = {
-      metadata: { name: `vm-${uid}`, uid, namespace: 'default', attempt: 0 },
-      hostname: o.hostNetwork ? '' : `vm-${uid}`,
-      logDirectory,
-      linux: { securityContext: { namespaceOptions } },
-    };
-    const podId = await stack.client.runPodSandbox(podConfig, stack.handler, 180_000);
-    stack.ids.push(podId);
-    const containerId = await stack.client.createContainer(podId, {
-      metadata: { name: 'main', attempt: 0 },
-      image: { image: BUSYBOX_IMAGE },
-      command: o.command,
-      logPath: 'main.log',
-      linux: { securityContext: { namespaceOptions } },
-    }, podConfig);
-    stack.ids.push(containerId);
-    await stack.client.startContainer(containerId);
-    return { podId, containerId, logPath: path.join(logDirectory, 'main.log') };
+  function runPod(o: { command: string[]; hostNetwork: boolean }): Promise<RunningPod> {
+    return stack.runPod({ name: 'vm', image: BUSYBOX_IMAGE, timeoutMs: 180_000, ...o });
   }
 
   async function removePod(p: { podId: string; containerId: string }): Promise<void> {

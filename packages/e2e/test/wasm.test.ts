@@ -12,7 +12,7 @@ import {
 } from '@kuasar/testkit';
 import { runtimeType, shimBinaryName } from '@kuasar/shim';
 import { shimEnv, usesShim, type MatrixEntry } from '../src';
-import { Stack, eventually } from './stack';
+import { Stack, eventually, type RunningPod } from './stack';
 
 jest.setTimeout(240_000);
 
@@ -45,29 +45,9 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × wasm-sandboxer`,
     if ('bins' in avail) stack.begin();
   });
 
-  /** A pod with one container of WASM_IMAGE; no `command` runs the image's CMD (/hello.wasm). */
-  async function runWasmPod(o: { command?: string[]; hostNetwork?: boolean } = {}): Promise<{ podId: string; containerId: string; logPath: string }> {
-    const uid = randomBytes(6).toString('hex');
-    const namespaceOptions = { network: o.hostNetwork === false ? cri.NamespaceMode.POD : cri.NamespaceMode.NODE, pid: cri.NamespaceMode.CONTAINER, ipc: cri.NamespaceMode.POD };
-    const logDirectory = stack.logDir();
-    const podConfig = {
-      metadata: { name: `wasm-${uid}`, uid, namespace: 'default', attempt: 0 },
-      hostname: o.hostNetwork === false ? `wasm-${uid}` : '',
-      logDirectory,
-      linux: { securityContext: { namespaceOptions } },
-    };
-    const podId = await stack.client.runPodSandbox(podConfig, stack.handler);
-    stack.ids.push(podId);
-    const containerId = await stack.client.createContainer(podId, {
-      metadata: { name: 'main', attempt: 0 },
-      image: { image: WASM_IMAGE },
-      command: o.command ?? [],
-      logPath: 'main.log',
-      linux: { securityContext: { namespaceOptions } },
-    }, podConfig);
-    stack.ids.push(containerId);
-    await stack.client.startContainer(containerId);
-    return { podId, containerId, logPath: path.join(logDirectory, 'main.log') };
+  /** A pod with one container of WASM_IMAGE, on the host network unless told; no `command` runs the image's CMD (/hello.wasm). */
+  function runWasmPod(o: { command?: string[]; hostNetwork?: boolean } = {}): Promise<RunningPod> {
+    return stack.runPod({ name: 'wasm', image: WASM_IMAGE, command: o.command ?? [], hostNetwork: o.hostNetwork !== false });
   }
 
   async function removePod(p: { podId: string; containerId: string }): Promise<void> {

@@ -83,6 +83,71 @@ export function startSandboxerProcess(script: string, args: string[], env: Recor
   });
 }
 
+/** runsc, and `describe` that runs `what` only with it (skipped, and saying so, without). */
+export function withRunsc(what: string): { runsc: string | undefined; maybe: jest.Describe } {
+  const runsc = runscPath();
+  if (!runsc) process.stderr.write(`quark-sandboxer ${what} skipped: no runsc (run scripts/fetch-debs.sh or set KUASAR_RUNSC)\n`);
+  return { runsc, maybe: runsc ? describe : describe.skip };
+}
+
+/**
+ * The bundled sandboxer as the pod tests drive it: a temp dir of its own (`work`) holding its state dir, Controller
+ * socket and a config naming `runsc`; logging at debug; a Controller client to it.
+ */
+export class SandboxerUnderTest {
+  sb!: SandboxerProcess;
+  controller!: sandboxApi.ControllerClient;
+  readonly dir: string;
+  readonly listen: string;
+
+  private constructor(readonly work: string, private readonly script: string, private readonly config: string) {
+    this.dir = path.join(work, 'state');
+    this.listen = path.join(work, 'quark.sock');
+  }
+
+  static async start(runsc: string, prefix: string): Promise<SandboxerUnderTest> {
+    const work = tempDir(prefix);
+    try {
+      const config = path.join(work, 'config.toml');
+      fs.writeFileSync(config, `[quark]\nrunsc = "${runsc}"\nexit_poll_ms = 200\n`);
+      const s = new SandboxerUnderTest(work, await bundleSandboxer(work), config);
+      await s.restart();
+      return s;
+    } catch (err) {
+      fs.rmSync(work, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Starts the process (again, after a kill -9 of the last one) with a new Controller client. */
+  async restart(): Promise<void> {
+    this.sb = await startSandboxerProcess(this.script, ['--listen', this.listen, '--dir', this.dir, '--config', this.config, '--log-level', 'debug']);
+    this.controller?.close();
+    this.controller = controllerClient(this.listen);
+  }
+
+  /**
+   * Stop + Shutdown of `pods`, which a test that failed half-way leaves (errors ignored: most are gone), then the
+   * clients closed and the process SIGTERMed. The work dir stays for the caller's own checks: `remove` it after.
+   */
+  async stop(pods: string[], conn?: TtrpcClient): Promise<void> {
+    for (const pod of pods) {
+      await rpc(this.controller, 'stop', { sandboxId: pod, timeoutSecs: 0 }).catch(() => undefined);
+      await rpc(this.controller, 'shutdown', { sandboxId: pod }).catch(() => undefined);
+    }
+    conn?.close();
+    this.controller.close();
+    if (this.sb.child.exitCode === null && this.sb.child.signalCode === null) {
+      this.sb.child.kill('SIGTERM');
+      await this.sb.exited;
+    }
+  }
+
+  remove(): void {
+    fs.rmSync(this.work, { recursive: true, force: true });
+  }
+}
+
 type Method = 'create' | 'start' | 'stop' | 'wait' | 'status' | 'shutdown' | 'metrics';
 const REQUEST = {
   create: sandboxApi.ControllerCreateRequest, start: sandboxApi.ControllerStartRequest, stop: sandboxApi.ControllerStopRequest,

@@ -5,29 +5,23 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { OCI_PROCESS_TYPE_URL, packJsonAny, type sandboxApi } from '@kuasar/api';
+import { OCI_PROCESS_TYPE_URL, packJsonAny } from '@kuasar/api';
 import { Code, type TtrpcClient } from '@kuasar/ttrpc';
 import {
-  alive, bundleSandboxer, controllerClient, createBusyboxBundle, criBundle, fifos, podOptions, rpc, runscPath,
-  startSandboxerProcess, taskClient, tempDir, until, type BusyboxBundle, type Fifos, type SandboxerProcess, type TaskClient,
+  SandboxerUnderTest, alive, createBusyboxBundle, criBundle, fifos, podOptions, rpc, taskClient, until, withRunsc,
+  type BusyboxBundle, type Fifos, type TaskClient,
 } from './helpers';
 import { containerdId, runscId, runscProcesses } from '../src/runsc-engine';
 
 jest.setTimeout(120_000);
 
-const runsc = runscPath();
-const maybe = runsc ? describe : describe.skip;
-if (!runsc) process.stderr.write('quark-sandboxer id prefix tests skipped: no runsc (run scripts/fetch-debs.sh or set KUASAR_RUNSC)\n');
+const { runsc, maybe } = withRunsc('id prefix tests');
 
 const processSpec = (args: string[]) => packJsonAny(OCI_PROCESS_TYPE_URL, { args, cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } });
 const RUNNING = 2;
 
 maybe('container ids that are prefixes of one another in one runsc root', () => {
-  let work: string;
-  let dir: string;
-  let listen: string;
-  let sb: SandboxerProcess;
-  let controller: sandboxApi.ControllerClient;
+  let q: SandboxerUnderTest;
   let conn: TtrpcClient | undefined;
   let tasks: TaskClient;
   const bundles: BusyboxBundle[] = [];
@@ -35,44 +29,30 @@ maybe('container ids that are prefixes of one another in one runsc root', () => 
   // the pid keeps the pod's cgroup apart from other test runs; the ids only need to share prefixes
   const pod = `p1x${process.pid}`;
 
-  const runscRoot = (...p: string[]) => path.join(dir, '.runsc', ...p);
+  const runscRoot = (...p: string[]) => path.join(q.dir, '.runsc', ...p);
   const listed = (root: string): string[] =>
     ((JSON.parse(execFileSync(runsc!, ['--root', root, 'list', '--format=json'], { encoding: 'utf8' })) as { id: string }[] | null) ?? [])
       .map((e) => e.id).sort();
 
   beforeAll(async () => {
-    work = tempDir('kuasar-quark-ids-');
-    const script = await bundleSandboxer(work);
-    dir = path.join(work, 'state');
-    listen = path.join(work, 'quark.sock');
-    const config = path.join(work, 'config.toml');
-    fs.writeFileSync(config, `[quark]\nrunsc = "${runsc}"\nexit_poll_ms = 200\n`);
-    sb = await startSandboxerProcess(script, ['--listen', listen, '--dir', dir, '--config', config, '--log-level', 'debug']);
-    controller = controllerClient(listen);
+    q = await SandboxerUnderTest.start(runsc!, 'kuasar-quark-ids-');
   });
 
   afterAll(async () => {
-    await rpc(controller, 'stop', { sandboxId: pod, timeoutSecs: 0 }).catch(() => undefined);
-    await rpc(controller, 'shutdown', { sandboxId: pod }).catch(() => undefined);
-    conn?.close();
-    controller?.close();
-    if (sb && sb.child.exitCode === null) {
-      sb.child.kill('SIGTERM');
-      await sb.exited;
-    }
+    await q?.stop([pod], conn);
     // never leave a kernel behind, even when a test failed half-way
     for (const root of [runscRoot('pods', pod), runscRoot('ns', 'k8s.io')]) {
       for (const pid of runscProcesses(root)) process.kill(pid, 'SIGKILL');
     }
     opened.forEach((f) => f.close());
     bundles.forEach((b) => b.remove());
-    fs.rmSync(work, { recursive: true, force: true });
+    q?.remove();
   });
 
   /** Create + Start of `id` running `sleep`; its Wait (wrapped: an async function would wait for a returned promise). */
   const run = async (id: string, b: BusyboxBundle): Promise<{ waited: Promise<{ exitStatus: number }> }> => {
     bundles.push(b);
-    const f = fifos(work, id);
+    const f = fifos(q.work, id);
     opened.push(f);
     await tasks.create({ id, bundle: b.path, stdout: f.stdout, stderr: f.stderr } as never);
     const waited = tasks.wait({ id } as never) as Promise<{ exitStatus: number }>;
@@ -84,7 +64,7 @@ maybe('container ids that are prefixes of one another in one runsc root', () => 
 
   /** Exec, Kill (init, SIGKILL → 137) and Delete of a running container. */
   const execKillDelete = async (id: string, waited: Promise<{ exitStatus: number }>): Promise<void> => {
-    const f = fifos(work, `${id}-x`);
+    const f = fifos(q.work, `${id}-x`);
     opened.push(f);
     await tasks.exec({ id, execId: 'x', stdout: f.stdout, stderr: f.stderr, spec: processSpec(['sh', '-c', `echo in-${id}; exit 4`]) } as never);
     const xw = tasks.wait({ id, execId: 'x' } as never) as Promise<{ exitStatus: number }>;
@@ -107,21 +87,21 @@ maybe('container ids that are prefixes of one another in one runsc root', () => 
   });
 
   test(`pod ${pod} with containers ${pod}-a, ${pod}-a-1 and ${pod}0: all start, exec, kill, delete`, async () => {
-    await rpc(controller, 'create', { sandboxId: pod, options: podOptions(pod), netnsPath: '', sandboxer: 'quark' });
-    const started = await rpc(controller, 'start', { sandboxId: pod });
+    await rpc(q.controller, 'create', { sandboxId: pod, options: podOptions(pod), netnsPath: '', sandboxer: 'quark' });
+    const started = await rpc(q.controller, 'start', { sandboxId: pod });
     const sandboxPid = started.pid as number;
     ({ conn, tasks } = await taskClient(started.address));
     const ids = [`${pod}-a`, `${pod}-a-1`, `${pod}0`];
     const waits = new Map<string, Promise<{ exitStatus: number }>>();
-    for (const id of ids) waits.set(id, (await run(id, criBundle(pod, sandboxPid, ['sleep', '1000'], work))).waited);
+    for (const id of ids) waits.set(id, (await run(id, criBundle(pod, sandboxPid, ['sleep', '1000'], q.work))).waited);
     // one kernel, and runsc names every container by its terminated id
     expect(listed(runscRoot('pods', pod))).toEqual([pod, ...ids].map(runscId).sort());
     for (const id of ids) expect((await tasks.state({ id } as never)).pid).toBe(sandboxPid);
     for (const id of ids) await execKillDelete(id, waits.get(id)!);
     expect(listed(runscRoot('pods', pod))).toEqual([runscId(pod)]);
-    await rpc(controller, 'stop', { sandboxId: pod, timeoutSecs: 5 });
-    expect((await rpc(controller, 'wait', { sandboxId: pod })).exitStatus).toBe(0); // catatonit -P ends cleanly on SIGTERM
-    await rpc(controller, 'shutdown', { sandboxId: pod });
+    await rpc(q.controller, 'stop', { sandboxId: pod, timeoutSecs: 5 });
+    expect((await rpc(q.controller, 'wait', { sandboxId: pod })).exitStatus).toBe(0); // catatonit -P ends cleanly on SIGTERM
+    await rpc(q.controller, 'shutdown', { sandboxId: pod });
     await until(() => !alive(sandboxPid), 5000, 'the pod sandbox gone');
     expect(runscProcesses(runscRoot('pods', pod))).toEqual([]);
     expect(fs.existsSync(runscRoot('pods', pod))).toBe(false);
@@ -134,7 +114,7 @@ maybe('container ids that are prefixes of one another in one runsc root', () => 
     }
     const ids = ['web', 'web-1'];
     const waits = new Map<string, Promise<{ exitStatus: number }>>();
-    for (const id of ids) waits.set(id, (await run(id, createBusyboxBundle({ args: ['sleep', '1000'], parent: work }))).waited);
+    for (const id of ids) waits.set(id, (await run(id, createBusyboxBundle({ args: ['sleep', '1000'], parent: q.work }))).waited);
     expect(listed(runscRoot('ns', 'k8s.io'))).toEqual(ids.map(runscId).sort());
     // each is a sandbox (kernel) of its own
     const pids = await Promise.all(ids.map(async (id) => (await tasks.state({ id } as never)).pid as number));

@@ -5,81 +5,58 @@
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import type { sandboxApi } from '@kuasar/api';
 import { Code, type TtrpcClient } from '@kuasar/ttrpc';
 import {
-  alive, bundleSandboxer, controllerClient, criBundle, fifos, podOptions, rpc, runscPath, startSandboxerProcess, taskClient,
-  tempDir, until, type BusyboxBundle, type Fifos, type SandboxerProcess, type TaskClient,
+  SandboxerUnderTest, alive, criBundle, fifos, podOptions, rpc, taskClient, until, withRunsc, type BusyboxBundle,
+  type Fifos, type TaskClient,
 } from './helpers';
 import { runscId } from '../src/runsc-engine';
 
 jest.setTimeout(60_000);
 
-const runsc = runscPath();
-const maybe = runsc ? describe : describe.skip;
-if (!runsc) process.stderr.write('quark-sandboxer leak tests skipped: no runsc (run scripts/fetch-debs.sh or set KUASAR_RUNSC)\n');
+const { runsc, maybe } = withRunsc('leak tests');
 
 maybe('pods runsc lost track of leave nothing after Stop + Shutdown', () => {
-  let work: string;
-  let dir: string;
-  let listen: string;
-  let sb: SandboxerProcess;
-  let controller: sandboxApi.ControllerClient;
+  let q: SandboxerUnderTest;
   let conn: TtrpcClient | undefined;
   let tasks: TaskClient;
   const bundles: BusyboxBundle[] = [];
   const opened: Fifos[] = [];
   const made: string[] = [];
 
-  const podRoot = (pod: string) => path.join(dir, '.runsc', 'pods', pod);
+  const podRoot = (pod: string) => path.join(q.dir, '.runsc', 'pods', pod);
   /** Host processes of runsc for this pod: its sandbox, gofers and any runsc call on its state dir. */
   const runscOf = (pod: string): string[] =>
     execFileSync('ps', ['-eo', 'pid=,args='], { encoding: 'utf8' }).split('\n')
       .filter((l) => /^\s*\d+\s+\S*runsc/.test(l) && l.split(/\s+/).some((a) => a === `--root=${podRoot(pod)}` || a === podRoot(pod)));
 
   beforeAll(async () => {
-    work = tempDir('kuasar-quark-leak-');
-    const script = await bundleSandboxer(work);
-    dir = path.join(work, 'state');
-    listen = path.join(work, 'quark.sock');
-    const config = path.join(work, 'config.toml');
-    fs.writeFileSync(config, `[quark]\nrunsc = "${runsc}"\nexit_poll_ms = 200\n`);
-    sb = await startSandboxerProcess(script, ['--listen', listen, '--dir', dir, '--config', config, '--log-level', 'debug']);
-    controller = controllerClient(listen);
+    q = await SandboxerUnderTest.start(runsc!, 'kuasar-quark-leak-');
   });
 
   afterAll(async () => {
-    for (const pod of made) {
-      await rpc(controller, 'stop', { sandboxId: pod, timeoutSecs: 0 }).catch(() => undefined);
-      await rpc(controller, 'shutdown', { sandboxId: pod }).catch(() => undefined);
-    }
-    conn?.close();
-    controller?.close();
-    if (sb && sb.child.exitCode === null) {
-      sb.child.kill('SIGTERM');
-      await sb.exited;
-    }
+    await q?.stop(made, conn);
     // never leave a kernel behind, even when the test failed
     for (const pod of made) {
       for (const l of runscOf(pod)) process.kill(Number(l.trim().split(/\s+/)[0]), 'SIGKILL');
     }
     opened.forEach((f) => f.close());
     bundles.forEach((b) => b.remove());
-    fs.rmSync(work, { recursive: true, force: true });
+    q?.remove();
   });
 
   const startPod = async (pod: string): Promise<number> => {
     made.push(pod);
-    await rpc(controller, 'create', { sandboxId: pod, options: podOptions(pod), netnsPath: '', sandboxer: 'quark' });
-    const started = await rpc(controller, 'start', { sandboxId: pod });
+    await rpc(q.controller, 'create', { sandboxId: pod, options: podOptions(pod), netnsPath: '', sandboxer: 'quark' });
+    const started = await rpc(q.controller, 'start', { sandboxId: pod });
     if (!conn) ({ conn, tasks } = await taskClient(started.address));
     return started.pid as number;
   };
 
   const startContainer = async (pod: string, sandboxPid: number, id: string): Promise<Fifos> => {
-    const b = criBundle(pod, sandboxPid, ['sh', '-c', 'echo up; exec sleep 1000'], work);
+    const b = criBundle(pod, sandboxPid, ['sh', '-c', 'echo up; exec sleep 1000'], q.work);
     bundles.push(b);
-    const f = fifos(work, id);
+    const f = fifos(q.work, id);
     opened.push(f);
     await tasks.create({ id, bundle: b.path, stdout: f.stdout, stderr: f.stderr } as never);
     await tasks.start({ id } as never);
@@ -91,26 +68,26 @@ maybe('pods runsc lost track of leave nothing after Stop + Shutdown', () => {
     expect(alive(sandboxPid)).toBe(false);
     expect(runscOf(pod)).toEqual([]);
     expect(fs.existsSync(podRoot(pod))).toBe(false);
-    expect(fs.existsSync(path.join(dir, pod))).toBe(false);
-    await expect(rpc(controller, 'status', { sandboxId: pod })).rejects.toMatchObject({ code: Code.NOT_FOUND });
+    expect(fs.existsSync(path.join(q.dir, pod))).toBe(false);
+    await expect(rpc(q.controller, 'status', { sandboxId: pod })).rejects.toMatchObject({ code: Code.NOT_FOUND });
   };
 
   test('root container killed out of band: the pod exits, refuses new containers, and Stop + Shutdown clean it', async () => {
     const pod = `qleak${process.pid}a`;
     const pid = await startPod(pod);
     const out = await startContainer(pod, pid, `c1-${pod}`);
-    const waited = rpc(controller, 'wait', { sandboxId: pod });
+    const waited = rpc(q.controller, 'wait', { sandboxId: pod });
     // the kernel's init is gone: gVisor takes the whole sandbox down with it
     execFileSync(runsc!, ['--root', podRoot(pod), 'kill', runscId(pod), '9']);
     expect((await waited).exitStatus).toBe(137);
     expect((await out.out).toString()).toBe('up\n');
-    await until(async () => (await rpc(controller, 'status', { sandboxId: pod })).state === 'SANDBOX_NOTREADY', 5000, 'pod not ready');
-    const late = criBundle(pod, pid, ['true'], work);
+    await until(async () => (await rpc(q.controller, 'status', { sandboxId: pod })).state === 'SANDBOX_NOTREADY', 5000, 'pod not ready');
+    const late = criBundle(pod, pid, ['true'], q.work);
     bundles.push(late);
     await expect(tasks.create({ id: `late-${pod}`, bundle: late.path } as never)).rejects.toThrow(/is not running/);
-    await rpc(controller, 'stop', { sandboxId: pod, timeoutSecs: 0 });
+    await rpc(q.controller, 'stop', { sandboxId: pod, timeoutSecs: 0 });
     await tasks.delete({ id: `c1-${pod}` } as never).catch(() => undefined);
-    await rpc(controller, 'shutdown', { sandboxId: pod });
+    await rpc(q.controller, 'shutdown', { sandboxId: pod });
     await expectNothingLeft(pod, pid);
   });
 
@@ -124,14 +101,14 @@ maybe('pods runsc lost track of leave nothing after Stop + Shutdown', () => {
     fs.rmSync(path.join(root, rootState[0]!));
     // `runsc delete --force <pod>` cannot find the sandbox any more: it must not survive the pod regardless
     expect(runscOf(pod).length).toBeGreaterThanOrEqual(2); // sandbox + gofers
-    await rpc(controller, 'stop', { sandboxId: pod, timeoutSecs: 0 });
+    await rpc(q.controller, 'stop', { sandboxId: pod, timeoutSecs: 0 });
     expect(alive(pid)).toBe(false);
     await tasks.delete({ id: `c1-${pod}` } as never).catch(() => undefined);
-    await rpc(controller, 'shutdown', { sandboxId: pod });
+    await rpc(q.controller, 'shutdown', { sandboxId: pod });
     await expectNothingLeft(pod, pid);
   });
 
   test('the sandboxer said why it had to kill', () => {
-    expect(sb.logs.some((l) => l.includes('outlived runsc delete'))).toBe(true);
+    expect(q.sb.logs.some((l) => l.includes('outlived runsc delete'))).toBe(true);
   });
 });

@@ -5,19 +5,17 @@ import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { OCI_PROCESS_TYPE_URL, cgroupsV1, packJsonAny, unpackAny, type sandboxApi } from '@kuasar/api';
+import { OCI_PROCESS_TYPE_URL, cgroupsV1, packJsonAny, unpackAny } from '@kuasar/api';
 import { Code, type TtrpcClient } from '@kuasar/ttrpc';
 import {
-  alive, bundleSandboxer, controllerClient, criBundle, fifos, podOptions, rpc, runscPath, startSandboxerProcess, taskClient,
-  tempDir, until, type BusyboxBundle, type Fifos, type SandboxerProcess, type TaskClient,
+  SandboxerUnderTest, alive, criBundle, fifos, podOptions, rpc, taskClient, until, withRunsc, type BusyboxBundle,
+  type Fifos, type TaskClient,
 } from './helpers';
 import { runscId } from '../src/runsc-engine';
 
 jest.setTimeout(60_000);
 
-const runsc = runscPath();
-const maybe = runsc ? describe : describe.skip;
-if (!runsc) process.stderr.write('quark-sandboxer pod tests skipped: no runsc (run scripts/fetch-debs.sh or set KUASAR_RUNSC)\n');
+const { runsc, maybe } = withRunsc('pod tests');
 
 const NETNS = `kq-test-${process.pid}`;
 
@@ -25,13 +23,7 @@ const NETNS = `kq-test-${process.pid}`;
 const processSpec = (args: string[]) => packJsonAny(OCI_PROCESS_TYPE_URL, { args, cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } });
 
 maybe('gVisor pods through the Controller and the Task API', () => {
-  let work: string;
-  let script: string;
-  let dir: string;
-  let listen: string;
-  let configFile: string;
-  let sb: SandboxerProcess;
-  let controller: sandboxApi.ControllerClient;
+  let q: SandboxerUnderTest;
   let conn: TtrpcClient;
   let tasks: TaskClient;
   let address: string;
@@ -40,39 +32,19 @@ maybe('gVisor pods through the Controller and the Task API', () => {
   const bundles: BusyboxBundle[] = [];
   const opened: Fifos[] = [];
 
-  const podRoot = () => path.join(dir, '.runsc', 'pods', pod);
+  const podRoot = () => path.join(q.dir, '.runsc', 'pods', pod);
   const runscJson = (args: string[]) => JSON.parse(execFileSync(runsc!, ['--root', podRoot(), ...args], { encoding: 'utf8' })) as unknown;
 
-  const start = async (): Promise<void> => {
-    sb = await startSandboxerProcess(script, ['--listen', listen, '--dir', dir, '--config', configFile, '--log-level', 'debug']);
-    controller = controllerClient(listen);
-  };
-
   beforeAll(async () => {
-    work = tempDir('kuasar-quark-');
-    script = await bundleSandboxer(work);
-    dir = path.join(work, 'state');
-    listen = path.join(work, 'quark.sock');
-    configFile = path.join(work, 'config.toml');
-    fs.writeFileSync(configFile, `[quark]\nrunsc = "${runsc}"\nexit_poll_ms = 200\n`);
     // the pod's netns, with a veth pair only that netns has: proof the sandbox joined it
     execFileSync('ip', ['netns', 'add', NETNS]);
     execFileSync('ip', ['-n', NETNS, 'link', 'add', 'kqveth0', 'type', 'veth', 'peer', 'name', 'kqveth1']);
-    await start();
+    q = await SandboxerUnderTest.start(runsc!, 'kuasar-quark-');
   });
 
   afterAll(async () => {
     // a test that failed half-way leaves the pod: Shutdown removes its sandbox, state and cgroup
-    if (controller) {
-      await rpc(controller, 'stop', { sandboxId: pod, timeoutSecs: 0 }).catch(() => undefined);
-      await rpc(controller, 'shutdown', { sandboxId: pod }).catch(() => undefined);
-    }
-    conn?.close();
-    controller?.close();
-    if (sb && sb.child.exitCode === null) {
-      sb.child.kill('SIGTERM');
-      await sb.exited;
-    }
+    await q?.stop([pod], conn);
     if (sandboxPid > 0 && alive(sandboxPid)) process.kill(sandboxPid, 'SIGKILL');
     opened.forEach((f) => f.close());
     bundles.forEach((b) => b.remove());
@@ -81,12 +53,12 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     } catch {
       /* gone */
     }
-    fs.rmSync(work, { recursive: true, force: true });
+    q?.remove();
   });
 
   /** Starts an exec in container `id`: its output FIFOs and its Wait. */
   const startExec = async (id: string, execId: string, args: string[]): Promise<{ f: Fifos; waited: Promise<{ exitStatus: number }> }> => {
-    const f = fifos(work, execId);
+    const f = fifos(q.work, execId);
     opened.push(f);
     await tasks.exec({ id, execId, stdout: f.stdout, stderr: f.stderr, spec: processSpec(args) } as never);
     const waited = tasks.wait({ id, execId } as never) as Promise<{ exitStatus: number }>;
@@ -95,24 +67,24 @@ maybe('gVisor pods through the Controller and the Task API', () => {
   };
 
   const container = async (id: string, args: string[], o: { stdin?: boolean } = {}): Promise<{ b: BusyboxBundle; f: Fifos; pid: number }> => {
-    const b = criBundle(pod, sandboxPid, args, work);
+    const b = criBundle(pod, sandboxPid, args, q.work);
     bundles.push(b);
-    const f = fifos(work, id, o.stdin);
+    const f = fifos(q.work, id, o.stdin);
     opened.push(f);
     const { pid } = await tasks.create({ id, bundle: b.path, stdin: f.stdin, stdout: f.stdout, stderr: f.stderr } as never);
     return { b, f, pid };
   };
 
   test('Controller.Create + Start boot one application kernel for the pod in its netns', async () => {
-    await rpc(controller, 'create', { sandboxId: pod, options: podOptions(pod), netnsPath: `/var/run/netns/${NETNS}`, sandboxer: 'quark' });
-    const started = await rpc(controller, 'start', { sandboxId: pod });
+    await rpc(q.controller, 'create', { sandboxId: pod, options: podOptions(pod), netnsPath: `/var/run/netns/${NETNS}`, sandboxer: 'quark' });
+    const started = await rpc(q.controller, 'start', { sandboxId: pod });
     expect(started.address).toMatch(/^ttrpc\+unix:\/\/.*task\.sock$/);
     expect(started.version).toBe(3);
     sandboxPid = started.pid;
     expect(fs.readFileSync(`/proc/${sandboxPid}/cmdline`, 'utf8')).toMatch(/^runsc-sandbox\0/);
     // the sandbox sits in the pod netns
     expect(fs.readlinkSync(`/proc/${sandboxPid}/ns/net`)).toBe(`net:[${fs.statSync(`/var/run/netns/${NETNS}`).ino}]`);
-    const status = await rpc(controller, 'status', { sandboxId: pod, verbose: true });
+    const status = await rpc(q.controller, 'status', { sandboxId: pod, verbose: true });
     expect(status.state).toBe('SANDBOX_READY');
     expect(status.pid).toBe(sandboxPid);
     address = started.address;
@@ -197,7 +169,7 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     expect((runscJson(['list', '--format=json']) as { id: string }[]).map((e) => e.id)).toEqual([runscId(pod)]);
 
     // Controller.Metrics: the pod cgroup (sandbox, gofers, stubs)
-    const metrics = await rpc(controller, 'metrics', { sandboxId: pod });
+    const metrics = await rpc(q.controller, 'metrics', { sandboxId: pod });
     expect(metrics.metrics.data.typeUrl).toMatch(/io\.containerd\.cgroups\.v[12]\.Metrics/);
   });
 
@@ -205,18 +177,18 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     const c4 = await container('c4', ['sh', '-c', 'echo before; exec sleep 1000']);
     await tasks.start({ id: 'c4' } as never);
     // an exec that outlives the sandboxer: its exit status must still arrive afterwards
-    const e = fifos(work, 'e4');
+    const e = fifos(q.work, 'e4');
     opened.push(e);
     await tasks.exec({ id: 'c4', execId: 'e4', stdout: e.stdout,
       spec: packJsonAny(OCI_PROCESS_TYPE_URL, { args: ['sh', '-c', 'while [ ! -f /tmp/go ]; do sleep 0.1; done; echo went; exit 4'], cwd: '/', env: ['PATH=/bin'], user: { uid: 0, gid: 0 } }) } as never);
     await tasks.start({ id: 'c4', execId: 'e4' } as never);
     conn.close();
-    sb.child.kill('SIGKILL');
-    await sb.exited;
+    q.sb.child.kill('SIGKILL');
+    await q.sb.exited;
     expect(alive(sandboxPid)).toBe(true);
-    await start();
+    await q.restart();
     ({ conn, tasks } = await taskClient(address));
-    const status = await rpc(controller, 'status', { sandboxId: pod });
+    const status = await rpc(q.controller, 'status', { sandboxId: pod });
     expect(status.state).toBe('SANDBOX_READY');
     expect(status.pid).toBe(sandboxPid);
     expect((await tasks.state({ id: 'c4' } as never)).status).toBe(2);
@@ -243,20 +215,20 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     const c5 = await container('c5', ['sleep', '1000']);
     const w5 = tasks.wait({ id: 'c5' } as never);
     await tasks.start({ id: 'c5' } as never);
-    const waited = rpc(controller, 'wait', { sandboxId: pod });
-    await rpc(controller, 'stop', { sandboxId: pod, timeoutSecs: 1 });
+    const waited = rpc(q.controller, 'wait', { sandboxId: pod });
+    await rpc(q.controller, 'stop', { sandboxId: pod, timeoutSecs: 1 });
     expect((await w5).exitStatus).toBe(143); // SIGTERM first
     const exit = await waited;
     expect(typeof exit.exitStatus).toBe('number');
     await until(() => !alive(sandboxPid), 5000, 'sandbox gone');
-    expect((await rpc(controller, 'status', { sandboxId: pod })).state).toBe('SANDBOX_NOTREADY');
+    expect((await rpc(q.controller, 'status', { sandboxId: pod })).state).toBe('SANDBOX_NOTREADY');
     await tasks.delete({ id: 'c5' } as never);
-    await rpc(controller, 'shutdown', { sandboxId: pod });
-    expect(fs.existsSync(path.join(dir, pod))).toBe(false);
+    await rpc(q.controller, 'shutdown', { sandboxId: pod });
+    expect(fs.existsSync(path.join(q.dir, pod))).toBe(false);
     expect(fs.existsSync(podRoot())).toBe(false);
-    await expect(rpc(controller, 'status', { sandboxId: pod })).rejects.toMatchObject({ code: Code.NOT_FOUND });
+    await expect(rpc(q.controller, 'status', { sandboxId: pod })).rejects.toMatchObject({ code: Code.NOT_FOUND });
     // no runsc process of this sandboxer is left
-    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(dir) && l.startsWith('runsc'));
+    const left = execFileSync('ps', ['-eo', 'args'], { encoding: 'utf8' }).split('\n').filter((l) => l.includes(q.dir) && l.startsWith('runsc'));
     expect(left).toEqual([]);
   });
 });

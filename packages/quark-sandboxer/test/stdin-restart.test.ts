@@ -7,18 +7,16 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { Socket } from 'node:net';
 import * as path from 'node:path';
-import { OCI_PROCESS_TYPE_URL, packJsonAny, type sandboxApi } from '@kuasar/api';
+import { OCI_PROCESS_TYPE_URL, packJsonAny } from '@kuasar/api';
 import type { TtrpcClient } from '@kuasar/ttrpc';
 import {
-  alive, bundleSandboxer, controllerClient, criBundle, podOptions, rpc, runscPath, startSandboxerProcess, taskClient,
-  tempDir, until, type BusyboxBundle, type SandboxerProcess, type TaskClient,
+  SandboxerUnderTest, alive, criBundle, podOptions, rpc, taskClient, until, withRunsc, type BusyboxBundle,
+  type TaskClient,
 } from './helpers';
 
 jest.setTimeout(90_000);
 
-const runsc = runscPath();
-const maybe = runsc ? describe : describe.skip;
-if (!runsc) process.stderr.write('quark-sandboxer stdin restart test skipped: no runsc (run scripts/fetch-debs.sh or set KUASAR_RUNSC)\n');
+const { runsc, maybe } = withRunsc('stdin restart test');
 
 /** containerd's side of one process's IO: stdin writer held open for the process's life, stdout collected. */
 interface ClientIO {
@@ -70,13 +68,7 @@ function clientIO(dir: string, name: string): ClientIO {
 }
 
 maybe('stdin of gVisor containers across a sandboxer kill -9 + restart', () => {
-  let work: string;
-  let script: string;
-  let dir: string;
-  let listen: string;
-  let configFile: string;
-  let sb: SandboxerProcess;
-  let controller: sandboxApi.ControllerClient;
+  let q: SandboxerUnderTest;
   let conn: TtrpcClient;
   let tasks: TaskClient;
   let sandboxPid = 0;
@@ -84,20 +76,8 @@ maybe('stdin of gVisor containers across a sandboxer kill -9 + restart', () => {
   const bundles: BusyboxBundle[] = [];
   const ios: ClientIO[] = [];
 
-  const start = async (): Promise<void> => {
-    sb = await startSandboxerProcess(script, ['--listen', listen, '--dir', dir, '--config', configFile, '--log-level', 'debug']);
-    controller?.close();
-    controller = controllerClient(listen);
-  };
-
   beforeAll(async () => {
-    work = tempDir('kuasar-quark-stdin-');
-    script = await bundleSandboxer(work);
-    dir = path.join(work, 'state');
-    listen = path.join(work, 'quark.sock');
-    configFile = path.join(work, 'config.toml');
-    fs.writeFileSync(configFile, `[quark]\nrunsc = "${runsc}"\nexit_poll_ms = 200\n`);
-    await start();
+    q = await SandboxerUnderTest.start(runsc!, 'kuasar-quark-stdin-');
   });
 
   afterAll(async () => {
@@ -107,38 +87,29 @@ maybe('stdin of gVisor containers across a sandboxer kill -9 + restart', () => {
       await until(async () => (await tasks.state({ id: 'c1' } as never).catch(() => ({ status: 3 }))).status === 3, 10_000).catch(() => undefined);
       await tasks.delete({ id: 'c1' } as never).catch(() => undefined);
     }
-    if (controller) {
-      await rpc(controller, 'stop', { sandboxId: pod, timeoutSecs: 0 }).catch(() => undefined);
-      await rpc(controller, 'shutdown', { sandboxId: pod }).catch(() => undefined);
-    }
-    conn?.close();
-    controller?.close();
-    if (sb && sb.child.exitCode === null) {
-      sb.child.kill('SIGTERM');
-      await sb.exited;
-    }
+    await q?.stop([pod], conn);
     if (sandboxPid > 0 && alive(sandboxPid)) process.kill(sandboxPid, 'SIGKILL');
     ios.forEach((io) => io.destroy());
     bundles.forEach((b) => b.remove());
-    fs.rmSync(work, { recursive: true, force: true });
+    q?.remove();
   });
 
   test('bytes written to the stdin FIFO after the restart reach the container and its exec', async () => {
-    await rpc(controller, 'create', { sandboxId: pod, options: podOptions(pod), sandboxer: 'quark' });
-    const started = await rpc(controller, 'start', { sandboxId: pod });
+    await rpc(q.controller, 'create', { sandboxId: pod, options: podOptions(pod), sandboxer: 'quark' });
+    const started = await rpc(q.controller, 'start', { sandboxId: pod });
     sandboxPid = started.pid;
     ({ conn, tasks } = await taskClient(started.address));
 
     // the container: cat from stdin to stdout
-    const b = criBundle(pod, sandboxPid, ['cat'], work);
+    const b = criBundle(pod, sandboxPid, ['cat'], q.work);
     bundles.push(b);
-    const c = clientIO(work, 'c1');
+    const c = clientIO(q.work, 'c1');
     ios.push(c);
     await tasks.create({ id: 'c1', bundle: b.path, stdin: c.stdin, stdout: c.stdout, stderr: c.stderr } as never);
     c.openStdin();
     await tasks.start({ id: 'c1' } as never);
     // an exec with its own stdin, also cat
-    const x = clientIO(work, 'x1');
+    const x = clientIO(q.work, 'x1');
     ios.push(x);
     await tasks.exec({
       id: 'c1', execId: 'x1', stdin: x.stdin, stdout: x.stdout, stderr: x.stderr,
@@ -157,10 +128,10 @@ maybe('stdin of gVisor containers across a sandboxer kill -9 + restart', () => {
     await until(() => x.received().length >= xBefore.length, 20_000, 'first part echoed by the exec');
 
     conn.close();
-    sb.child.kill('SIGKILL');
-    await sb.exited;
+    q.sb.child.kill('SIGKILL');
+    await q.sb.exited;
     expect(alive(sandboxPid)).toBe(true);
-    await start();
+    await q.restart();
     ({ conn, tasks } = await taskClient(started.address));
     expect((await tasks.state({ id: 'c1' } as never)).status).toBe(2); // RUNNING
 
