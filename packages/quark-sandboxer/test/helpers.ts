@@ -1,7 +1,7 @@
 // A real quark-sandboxer process (bundled from src/main.ts like the shipped binary), a grpc-js Controller client,
 // a ttrpc Task v3 client, binary-safe client FIFOs, and CRI-shaped busybox bundles.
 import * as grpc from '@grpc/grpc-js';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { Socket } from 'node:net';
 import * as os from 'node:os';
@@ -42,46 +42,9 @@ export async function bundleSandboxer(outDir: string): Promise<string> {
   return out;
 }
 
-export interface SandboxerProcess {
-  child: ChildProcess;
-  pid: number;
-  logs: string[];
-  exited: Promise<number | null>;
-}
+import { startSandboxerProcess, type SandboxerProcess } from '../../testkit/src/sandboxer-process';
 
-/** Starts the bundled sandboxer; resolves once it logged "sandboxer ready" (needs log level info or lower). */
-export function startSandboxerProcess(script: string, args: string[], env: Record<string, string> = {}, timeoutMs = 20_000): Promise<SandboxerProcess> {
-  const child = spawn(process.execPath, [script, ...args], {
-    env: { ...process.env, NODE_PATH: path.join(__dirname, '..', '..', 'sys', 'node_modules'), NOTIFY_SOCKET: '', KUASAR_TASK_RELAY: '0', ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const logs: string[] = [];
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`sandboxer not ready after ${timeoutMs} ms: ${logs.slice(-5).join('\n')}`));
-    }, timeoutMs);
-    let buf = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      const lines = buf.split('\n');
-      buf = lines.pop()!;
-      for (const l of lines) {
-        logs.push(l);
-        if (process.env['KUASAR_TEST_LOG']) process.stderr.write(`${l}\n`);
-        if (l.includes('"sandboxer ready"')) {
-          clearTimeout(timer);
-          resolve({ child, pid: child.pid!, logs, exited });
-        }
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`sandboxer exited ${code}: ${logs.slice(-5).join('\n')}${buf}`));
-    });
-  });
-}
+export { startSandboxerProcess, type SandboxerProcess };
 
 /** runsc, and `describe` that runs `what` only with it (skipped, and saying so, without). */
 export function withRunsc(what: string): { runsc: string | undefined; maybe: jest.Describe } {

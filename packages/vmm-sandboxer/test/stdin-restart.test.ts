@@ -2,13 +2,14 @@
 // the sandboxer is killed and started again, and what it writes afterwards must still reach the guest process.
 // A real vmm-sandboxer process (bundled from src/main.ts), a real QEMU (TCG) pod; `cat` echoes stdin to stdout,
 // compared byte for byte.
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { Socket } from 'node:net';
 import * as path from 'node:path';
 import { build } from 'esbuild';
 import { OCI_PROCESS_TYPE_URL } from '@kuasar/api';
+import { startSandboxerProcess, type SandboxerProcess } from '../../testkit/src/sandboxer-process';
 import { connectSandboxer, controllerCall, podSandboxOptions, type SandboxerClients } from '../../testkit/src/sandboxer-clients';
 import { GUEST_DIR, agentSkipReason } from './guest';
 import { ClientIO, EventsSink, NS, killVms, makeBundle, mountsUnder, removeBundle, tempDir, until } from './harness';
@@ -18,45 +19,6 @@ jest.setTimeout(Number(process.env.KUASAR_TEST_TIMEOUT_MS) || 240_000);
 const skip = agentSkipReason();
 if (skip) console.warn(`vmm stdin restart test skipped: ${skip}`);
 const describeVm = skip ? describe.skip : describe;
-
-interface SandboxerProcess {
-  child: ChildProcess;
-  exited: Promise<number | null>;
-}
-
-/** Starts the bundled sandboxer; resolves once it logged "sandboxer ready". */
-function startProcess(script: string, args: string[], env: Record<string, string>): Promise<SandboxerProcess> {
-  const child = spawn(process.execPath, [script, ...args], {
-    env: { ...process.env, NODE_PATH: path.join(__dirname, '..', '..', 'sys', 'node_modules'), NOTIFY_SOCKET: '', KUASAR_TASK_RELAY: '0', ...env },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  const logs: string[] = [];
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`sandboxer not ready: ${logs.slice(-5).join('\n')}`));
-    }, 60_000);
-    let buf = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => {
-      buf += d;
-      const lines = buf.split('\n');
-      buf = lines.pop()!;
-      for (const l of lines) {
-        logs.push(l);
-        if (process.env['KUASAR_TEST_LOG']) process.stderr.write(`${l}\n`);
-        if (l.includes('"sandboxer ready"')) {
-          clearTimeout(timer);
-          resolve({ child, exited });
-        }
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`sandboxer exited ${code}: ${logs.slice(-5).join('\n')}${buf}`));
-    });
-  });
-}
 
 /** containerd's stdin writer: opened once the task holds the FIFO's read end, kept open across the restart. */
 function stdinWriter(p: string): { write(b: Buffer): Promise<void>; end(): Promise<void>; destroy(): void } {
@@ -87,7 +49,7 @@ describeVm('stdin of VM containers across a sandboxer kill -9 + restart', () => 
   let bundle: string | undefined;
 
   const start = async (): Promise<SandboxerClients> => {
-    sb = await startProcess(script, ['--listen', listen, '--dir', dir, '--config', configFile], { TTRPC_ADDRESS: sink.path });
+    sb = await startSandboxerProcess(script, ['--listen', listen, '--dir', dir, '--config', configFile], { TTRPC_ADDRESS: sink.path }, 60_000);
     clients = await connectSandboxer({ listen, taskSocket: path.join(dir, 'task.sock'), namespace: NS });
     return clients;
   };
