@@ -47,7 +47,8 @@ export interface BenchResults {
   parallelWallMs: Pair<number>;
   memory: { idleSandboxerKiB: number; levels: MemoryLevel[] };
   bareOciMs: { runc: number[]; crun: number[] };
-  sandboxerRows: { name: string; skipped?: string; rows?: RatioRow[] }[];
+  /** per sandboxer: its ratio rows, or why it was skipped, or the error that ended its measurement */
+  sandboxerRows: { name: string; skipped?: string; failed?: string; rows?: RatioRow[] }[];
 }
 
 export type Progress = (msg: string) => void;
@@ -144,7 +145,14 @@ export async function runBench(mode: BenchMode, progress: Progress, stackOpts: B
         continue;
       }
       progress(`running ${row.name}`);
-      sandboxerRows.push({ name: row.name, rows: await row.run(mode, progress) });
+      try {
+        sandboxerRows.push({ name: row.name, rows: await row.run(mode, progress) });
+      } catch (err) {
+        // one sandboxer's failure is a result of the run, not a reason to lose every other figure
+        const failed = (err as Error).message;
+        progress(`${row.name} FAILED: ${failed}`);
+        sandboxerRows.push({ name: row.name, failed });
+      }
     }
 
     const cpus = os.cpus();

@@ -58,6 +58,8 @@ export function markdownTable(r: BenchResults, rows = ratioRows(r)): string {
   ];
   const skipped = r.sandboxerRows.filter((s) => s.skipped);
   if (skipped.length > 0) out.push('', 'Not measured in this run:', '', ...skipped.map((s) => `- ${s.name}: ${s.skipped}`));
+  const failed = r.sandboxerRows.filter((s) => s.failed);
+  if (failed.length > 0) out.push('', 'Failed in this run:', '', ...failed.map((s) => `- ${s.name}: ${s.failed}`));
   return `${out.join('\n')}\n`;
 }
 

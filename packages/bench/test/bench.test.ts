@@ -35,6 +35,7 @@ maybe('quick bench: every row measured against its anchor in one run, results an
   }
   expect(r.bareOciMs.runc).toHaveLength(q.bareRuns);
   expect(r.bareOciMs.crun).toHaveLength(q.bareRuns);
+  for (const s of r.sandboxerRows) expect(s.failed).toBeUndefined();
   for (const s of r.sandboxerRows) expect(s.skipped !== undefined || (s.rows?.length ?? 0) > 0).toBe(true);
   const rows = ratioRows(r);
   expect(rows.length).toBeGreaterThanOrEqual(12);
