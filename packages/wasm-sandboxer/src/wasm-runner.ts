@@ -5,6 +5,7 @@ import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { Worker, type ResourceLimits } from 'node:worker_threads';
 import { ModuleCache } from './module-cache';
+import { applyV8Flags } from './v8-flags';
 import { WasmContextError, WasmPoolClosedError, WasmRunnerError, WasmStartError } from './errors';
 import { CONTROL, FD_SLOTS, workerSource, type RunRequest, type WorkerReport } from './wasm-worker';
 
@@ -173,6 +174,7 @@ export class WasmRunnerPool {
     this.killAbandonMs = opts.killAbandonMs ?? 250;
     this.logger = opts.logger;
     this.cache = new ModuleCache(opts.moduleCacheSize ?? 64);
+    applyV8Flags(); // before the first worker: it keeps the flags it was created with
     this.replenish();
   }
 
@@ -294,7 +296,8 @@ export class WasmRunnerPool {
       eval: true,
       env: {},
       argv: [],
-      workerData: { fdSlots, control: controlBuffer },
+      // a spare collects its boot garbage before it is used; a worker a run waits for does not (see wasmWorkerMain)
+      workerData: { fdSlots, control: controlBuffer, collect: !reserved },
       resourceLimits: this.resourceLimits,
     });
     let ready!: () => void;
