@@ -81,29 +81,8 @@ export async function runBench(mode: BenchMode, progress: Progress, stackOpts: B
     // Serial: one warm-up each (image unpack, first cgroup setup), then alternate so drift in load hits both alike.
     progress('warm-up: one pod per handler');
     for (const [, h] of handlers) await (await stack.startPod(h)).pod.cleanup();
-    const serialMs: Pair<number[]> = { runc: [], kuasar: [] };
-    for (let i = 0; i < sizes.serial; i++) {
-      for (const [k, h] of handlers) {
-        const { ms, pod } = await stack.startPod(h);
-        serialMs[k].push(ms);
-        await pod.cleanup();
-      }
-      progress(`serial pod+container start ${i + 1}/${sizes.serial}: kuasar-runc ${serialMs.kuasar.at(-1)!.toFixed(0)} ms, runc ${serialMs.runc.at(-1)!.toFixed(0)} ms`);
-    }
-
-    const parallelMs: Pair<number[]> = { runc: [], kuasar: [] };
-    const parallelWallMs: Pair<number> = { runc: 0, kuasar: 0 };
-    for (const [k, h] of handlers) {
-      progress(`parallel: ${sizes.parallel} pods at once through ${h || 'runc'}`);
-      const t0 = process.hrtime.bigint();
-      const settled = await Promise.allSettled(Array.from({ length: sizes.parallel }, () => stack.startPod(h)));
-      parallelWallMs[k] = Number(process.hrtime.bigint() - t0) / 1e6;
-      for (const s of settled) if (s.status === 'fulfilled') { parallelMs[k].push(s.value.ms); live.push(s.value.pod); }
-      await cleanupAll(live);
-      const failed = settled.filter((s) => s.status === 'rejected') as PromiseRejectedResult[];
-      if (failed.length > 0) throw new Error(`${failed.length}/${sizes.parallel} parallel pods failed on ${h || 'runc'}: ${String(failed[0]!.reason)}`);
-    }
-
+    // Memory first, on a sandboxer that has served only the warm-up pod: measured after the latency runs it carries
+    // their garbage (V8 keeps a grown heap a while), which says more about GC timing than about what N pods cost.
     // Memory: pods accumulate level by level; each handler's management processes are measured at the same count.
     const idleSandboxerKiB = pssKiB(stack.sb.pid!);
     const levels: MemoryLevel[] = [];
@@ -131,6 +110,29 @@ export async function runBench(mode: BenchMode, progress: Progress, stackOpts: B
       progress('memory: removing the pods');
       await cleanupAll(kuasarPods);
       await cleanupAll(runcPods);
+    }
+
+    const serialMs: Pair<number[]> = { runc: [], kuasar: [] };
+    for (let i = 0; i < sizes.serial; i++) {
+      for (const [k, h] of handlers) {
+        const { ms, pod } = await stack.startPod(h);
+        serialMs[k].push(ms);
+        await pod.cleanup();
+      }
+      progress(`serial pod+container start ${i + 1}/${sizes.serial}: kuasar-runc ${serialMs.kuasar.at(-1)!.toFixed(0)} ms, runc ${serialMs.runc.at(-1)!.toFixed(0)} ms`);
+    }
+
+    const parallelMs: Pair<number[]> = { runc: [], kuasar: [] };
+    const parallelWallMs: Pair<number> = { runc: 0, kuasar: 0 };
+    for (const [k, h] of handlers) {
+      progress(`parallel: ${sizes.parallel} pods at once through ${h || 'runc'}`);
+      const t0 = process.hrtime.bigint();
+      const settled = await Promise.allSettled(Array.from({ length: sizes.parallel }, () => stack.startPod(h)));
+      parallelWallMs[k] = Number(process.hrtime.bigint() - t0) / 1e6;
+      for (const s of settled) if (s.status === 'fulfilled') { parallelMs[k].push(s.value.ms); live.push(s.value.pod); }
+      await cleanupAll(live);
+      const failed = settled.filter((s) => s.status === 'rejected') as PromiseRejectedResult[];
+      if (failed.length > 0) throw new Error(`${failed.length}/${sizes.parallel} parallel pods failed on ${h || 'runc'}: ${String(failed[0]!.reason)}`);
     }
 
     progress(`bare OCI runtime floor: runc and crun create+start+delete x${sizes.bareRuns}`);
