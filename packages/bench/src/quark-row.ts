@@ -9,6 +9,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { sandboxApi, task } from '@kuasar/api';
 import { SANDBOXERS, SandboxerProcess, leftoverMounts } from '@kuasar/e2e';
+import { controllerCall } from '@kuasar/testkit';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
 import { alternate } from './alternate';
 import type { RatioRow } from './report';
@@ -44,7 +45,6 @@ export interface QuarkRowResults {
   podFailures: string[];
 }
 
-type Unary = (req: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
 
 /** `rounds` pod starts and as many bare `runsc run`s, alternating. */
 export async function measureQuarkStart(rounds: number, progress: (msg: string) => void): Promise<QuarkRowResults> {
@@ -63,15 +63,7 @@ export async function measureQuarkStart(rounds: number, progress: (msg: string) 
     env: { KUASAR_TASK_RELAY: '0', NOTIFY_SOCKET: '' },
   });
   const controller = new sandboxApi.ControllerClient(`unix:${path.join(base, 'sb.sock')}`, grpc.credentials.createInsecure());
-  const call = <T>(method: 'create' | 'start' | 'stop' | 'shutdown', req: object): Promise<T> => new Promise((resolve, reject) => {
-    const md = new grpc.Metadata();
-    md.set('containerd-namespace', NS);
-    const types: Record<typeof method, { fromPartial(o: object): unknown }> = {
-      create: sandboxApi.ControllerCreateRequest, start: sandboxApi.ControllerStartRequest,
-      stop: sandboxApi.ControllerStopRequest, shutdown: sandboxApi.ControllerShutdownRequest,
-    };
-    (controller[method].bind(controller) as unknown as Unary)(types[method].fromPartial(req), md, (err, res) => (err ? reject(err) : resolve(res as T)));
-  });
+  const call = <T>(method: 'create' | 'start' | 'stop' | 'shutdown', req: object): Promise<T> => controllerCall(controller, method, req, NS);
   let conn: TtrpcClient | undefined;
   try {
     const pod = async (id: string, bundle: string): Promise<number> => {

@@ -15,6 +15,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { sandboxApi, task } from '@kuasar/api';
 import { SANDBOXERS, SandboxerProcess, leftoverMounts, pssKiB, vmmSkipReason } from '@kuasar/e2e';
+import { controllerCall } from '@kuasar/testkit';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
 import { alternate } from './alternate';
 import type { RatioRow } from './report';
@@ -53,7 +54,6 @@ export interface VmmRowResults {
   agentRssKiB: number[];
 }
 
-type Unary = (req: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
 
 /** A FIFO opened as containerd's cio opens an output: read end, non-blocking, before Create. */
 function outputFifo(p: string): { path: string; first: Promise<void>; text(): string; close(): void } {
@@ -180,15 +180,7 @@ export async function measureVmmStart(rounds: number, vms: number, progress: (ms
     throw err;
   });
   const controller = new sandboxApi.ControllerClient(`unix:${path.join(base, 'sb.sock')}`, grpc.credentials.createInsecure());
-  const call = <T>(method: 'create' | 'start' | 'stop' | 'shutdown', req: object): Promise<T> => new Promise((resolve, reject) => {
-    const md = new grpc.Metadata();
-    md.set('containerd-namespace', NS);
-    const types: Record<typeof method, { fromPartial(o: object): unknown }> = {
-      create: sandboxApi.ControllerCreateRequest, start: sandboxApi.ControllerStartRequest,
-      stop: sandboxApi.ControllerStopRequest, shutdown: sandboxApi.ControllerShutdownRequest,
-    };
-    (controller[method].bind(controller) as unknown as Unary)(types[method].fromPartial(req), md, (err, res) => (err ? reject(err) : resolve(res as T)));
-  });
+  const call = <T>(method: 'create' | 'start' | 'stop' | 'shutdown', req: object): Promise<T> => controllerCall(controller, method, req, NS);
   const conn = await TtrpcClient.connect(path.join(sbDir, 'task.sock'), { metadata: { 'containerd-namespace-ttrpc': NS } }).catch(async (err: Error) => {
     controller.close();
     await sb.stopAll();

@@ -15,7 +15,7 @@ import type { StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '@kuasar/sandbox';
-import { Reaper, setChildSubreaper, zombieChildIdentities } from '@kuasar/sys';
+import { Reaper, listPids, setChildSubreaper, zombieChildIdentities } from '@kuasar/sys';
 import type { SandboxEngine } from './sandbox-engine';
 import {
   Code, OciCliEngine, TtrpcError, readPidFile,
@@ -146,15 +146,8 @@ function cmdline(pid: number): string {
  */
 export function runscProcesses(dir: string): number[] {
   const out: number[] = [];
-  let names: string[] = [];
-  try {
-    names = fs.readdirSync('/proc');
-  } catch {
-    return out;
-  }
-  for (const name of names) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) continue;
+  for (const pid of listPids()) {
+    if (pid === process.pid) continue;
     const argv = cmdline(pid).split('\0');
     if (!path.basename(argv[0] ?? '').startsWith('runsc')) continue;
     const hit = argv.some((a, i) => a === `--root=${dir}` || (a === '--root' && argv[i + 1] === dir));

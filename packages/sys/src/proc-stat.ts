@@ -37,6 +37,17 @@ export function isProcessAlive(id: ProcessIdentity): boolean {
  * runsc's, leftovers of host-pid containers); it reaps the ones it sees twice in a row, since Node reaps the
  * children it spawned itself at once.
  */
+/** Every pid in /proc now (processes come and go while the caller looks at them); [] when /proc is unreadable. */
+export function listPids(): number[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync('/proc');
+  } catch {
+    return [];
+  }
+  return names.map(Number).filter((pid) => Number.isInteger(pid) && pid > 0);
+}
+
 export function zombieChildren(): Set<number> {
   return new Set(zombieChildIdentities().keys());
 }
@@ -48,15 +59,7 @@ export function zombieChildren(): Set<number> {
  */
 export function zombieChildIdentities(): Map<number, string> {
   const out = new Map<number, string>();
-  let names: string[] = [];
-  try {
-    names = fs.readdirSync('/proc');
-  } catch {
-    return out;
-  }
-  for (const name of names) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid <= 0) continue;
+  for (const pid of listPids()) {
     try {
       const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
       const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');

@@ -5,6 +5,7 @@
 import { spawn, type StdioOptions } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync, statSync, openSync, readSync, closeSync, unlinkSync, writeFileSync } from 'node:fs';
 import { basename, delimiter, join } from 'node:path';
+import { listPids } from '@kuasar/sys';
 import type { Logger } from 'pino';
 import type { ContainerCreate, ContainerRef, Engine, EngineAny, EngineStatus, ProcessStdio } from '../engine';
 import type { OciLinuxResources, OciProcess } from '../oci';
@@ -286,9 +287,8 @@ export class OciCliEngine implements Engine {
  */
 function runscHelpers(bundle: string, initPid: number): number[] {
   const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid === initPid) continue;
+  for (const pid of listPids()) {
+    if (pid === initPid) continue;
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
