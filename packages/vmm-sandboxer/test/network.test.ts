@@ -176,11 +176,20 @@ class TapEnd {
     writeSync(this.fd, frame);
   }
 
-  /** Next frame for which `match` returns true; other frames (IPv6 noise, ...) are skipped. */
-  async receive(match: (frame: Buffer) => boolean, timeoutMs = 5_000): Promise<Buffer> {
+  /**
+   * Next frame for which `match` returns true; other frames (IPv6 noise, ...) are skipped. `resend` goes out again
+   * every second while nothing matches, as a real stack retries ARP and ping: a frame sent while the new bridge port
+   * is still settling can be dropped.
+   */
+  async receive(match: (frame: Buffer) => boolean, resend?: Buffer, timeoutMs = 10_000): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;
     const buf = Buffer.alloc(65_536);
+    let nextSend = Date.now() + 1_000;
     while (Date.now() < deadline) {
+      if (resend && Date.now() >= nextSend) {
+        this.send(resend);
+        nextSend = Date.now() + 1_000;
+      }
       let n = 0;
       try {
         n = readSync(this.fd, buf, 0, buf.length, null);
@@ -326,8 +335,9 @@ describe('attachPodNetwork / detachPodNetwork (real netns, CNI bridge plugin)', 
     const { mac } = attached.links[0];
     const tap = TapEnd.open(pod.netns.path, attached.links[0].tap);
     try {
-      tap.send(arpRequest(mac, pod.ip, pod.cni.gateway));
-      const arp = await tap.receive((f) => f.readUInt16BE(12) === 0x0806 && f.readUInt16BE(20) === 2 && ipString(f.subarray(28, 32)) === pod.cni.gateway);
+      const request = arpRequest(mac, pod.ip, pod.cni.gateway);
+      tap.send(request);
+      const arp = await tap.receive((f) => f.readUInt16BE(12) === 0x0806 && f.readUInt16BE(20) === 2 && ipString(f.subarray(28, 32)) === pod.cni.gateway, request);
       expect(macString(arp.subarray(0, 6))).toBe(mac);
       expect(ipString(arp.subarray(38, 42))).toBe(pod.ip);
       const gatewayMac = macString(arp.subarray(22, 28));
@@ -335,8 +345,9 @@ describe('attachPodNetwork / detachPodNetwork (real netns, CNI bridge plugin)', 
 
       const payload = randomBytes(32);
       const id = randomBytes(2).readUInt16BE(0);
-      tap.send(icmpEcho(mac, gatewayMac, pod.ip, pod.cni.gateway, id, payload));
-      const reply = await tap.receive((f) => f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 0 && f.readUInt16BE(38) === id);
+      const echo = icmpEcho(mac, gatewayMac, pod.ip, pod.cni.gateway, id, payload);
+      tap.send(echo);
+      const reply = await tap.receive((f) => f.readUInt16BE(12) === 0x0800 && f[23] === 1 && f[34] === 0 && f.readUInt16BE(38) === id, echo);
       expect(ipString(reply.subarray(26, 30))).toBe(pod.cni.gateway);
       expect(ipString(reply.subarray(30, 34))).toBe(pod.ip);
       expect(reply.subarray(42, 42 + payload.length).equals(payload)).toBe(true);
