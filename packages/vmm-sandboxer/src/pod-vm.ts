@@ -15,8 +15,6 @@ export interface StreamRecord {
   /** a process that holds the output FIFOs' write ends across a sandboxer restart (see stdio.ts) */
   holder?: { pid: number; startTime: string };
   stdin?: number;
-  /** the task core's private stdin pipe, re-opened after a restart; dropped once the guest got EOF */
-  stdinPath?: string;
   stdout?: { id: number; path?: string };
   stderr?: { id: number; path?: string };
 }

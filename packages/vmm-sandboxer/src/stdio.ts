@@ -155,21 +155,6 @@ function reopenSink(p: string | undefined, log: Logger, what: string): Sink {
   }
 }
 
-/** Re-opens the read end of a private stdin pipe after a restart; undefined when it is gone (the process ended). */
-function reopenSource(p: string, log: Logger): Socket | undefined {
-  let fd: number | undefined;
-  try {
-    // O_NONBLOCK: the holder's write end may be gone too, and a blocking open would then wait for a writer
-    fd = fs.openSync(p, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-    if (!fs.fstatSync(fd).isFIFO()) throw Object.assign(new Error('not a FIFO'), { code: 'EINVAL' });
-    return new Socket({ fd, readable: true, writable: false });
-  } catch (err) {
-    if (fd !== undefined) fs.closeSync(fd);
-    log.info({ path: p, err: (err as NodeJS.ErrnoException).code ?? (err as Error).message }, 'stdin pipe of a re-adopted process is gone');
-    return undefined;
-  }
-}
-
 /** The path behind an fd the core gave us (for re-attaching after a restart); undefined for pipes/anonymous. */
 function fdPath(fd: number): string | undefined {
   try {
@@ -239,11 +224,8 @@ export class ProcessPipes {
         const id = alloc();
         guest.stdin = id;
         record.stdin = id;
-        // the core's private stdin pipe has a path: a restarted sandboxer opens its read end again (see reattach)
-        const p = fdPath(stdio.stdin);
-        if (p) record.stdinPath = p;
         const own = dup(stdio.stdin);
-        pipes.pumpIn(session, id, new Socket({ fd: own, readable: true, writable: false }), () => delete record.stdinPath);
+        pipes.pumpIn(session, id, new Socket({ fd: own, readable: true, writable: false }));
       }
       for (const what of ['stdout', 'stderr'] as const) {
         const fd = stdio[what];
@@ -294,21 +276,12 @@ export class ProcessPipes {
     return pipes;
   }
 
-  /**
-   * After a restart: output streams resume into the same FIFOs, and stdin resumes from the core's private pipe.
-   * Our read end of that pipe died with the old sandboxer and the core's stdin holder keeps only a write end, so
-   * the pipe is opened again here, before the task core recovers (it re-opens its writer with O_NONBLOCK, which
-   * fails when nobody reads). A terminal's stdin came from a host pty that is gone; it cannot be recovered.
-   */
+  /** After a restart: output streams resume into the same FIFOs; stdin cannot be recovered (its copy died with us). */
   static reattach(session: Session, record: StreamRecord, log: Logger): ProcessPipes {
     const pipes = new ProcessPipes({ terminal: false }, record);
     for (const what of ['stdout', 'stderr'] as const) {
       const r = record[what];
       if (r) pipes.pumpOut(session, r.id, reopenSink(r.path, log, what));
-    }
-    if (record.stdin !== undefined && record.stdinPath) {
-      const source = reopenSource(record.stdinPath, log);
-      if (source) pipes.pumpIn(session, record.stdin, source, () => delete record.stdinPath);
     }
     return pipes;
   }
@@ -329,20 +302,15 @@ export class ProcessPipes {
     });
   }
 
-  /** `ended` runs once the guest was given EOF. */
-  private pumpIn(session: Session, id: number, source: Socket | tty.ReadStream, ended?: () => void): void {
+  private pumpIn(session: Session, id: number, source: Socket | tty.ReadStream): void {
     const stream = session.openStream(id, { direction: 'out' });
     this.streams.push(stream);
     source.on('data', (chunk: Buffer) => {
       if (!stream.write(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length))) source.pause();
     });
     stream.onDrain(() => source.resume());
-    const end = () => {
-      stream.end();
-      ended?.();
-    };
-    source.on('end', end);
-    source.on('error', end);
+    source.on('end', () => stream.end());
+    source.on('error', () => stream.end());
     this.cleanups.push(() => source.destroy());
   }
 }

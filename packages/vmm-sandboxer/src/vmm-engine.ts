@@ -62,11 +62,7 @@ export class VmmEngine implements Engine {
     this.listeners.push(listener);
   }
 
-  /**
-   * A pod's agent is up: take its events and re-attach the stdio of processes recorded in vm.json. On a restart this
-   * runs (preload) before the task core recovers, so the stdin pipes already have their reader again when the core
-   * resumes writing into them.
-   */
+  /** A pod's agent is up: take its events and re-attach the output of processes recorded in vm.json. */
   attachPod(pod: PodVm): void {
     const table = new Map<string, ProcessPipes>();
     this.pipes.set(pod, table);
