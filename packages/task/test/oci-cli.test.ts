@@ -117,6 +117,40 @@ test('missing runtime binary → FAILED_PRECONDITION naming the path', async () 
     .rejects.toMatchObject({ code: Code.FAILED_PRECONDITION, message: expect.stringContaining('no-such-runtime-xyz') });
 });
 
+test('a delete that fails after removing the container counts as done; one that leaves it does not', async () => {
+  // runsc's delete removes its state files and still fails when its wait for the container's gofer times out (a
+  // zombie that a lazily reaping init holds): wrappers around runc reproduce both kinds of failing delete
+  const dir = mkdtempSync(join(tmpdir(), 'kuasar-wrap-'));
+  const wrapper = (name: string, onDelete: string): string => {
+    const p = join(dir, name);
+    writeFileSync(p, `#!/bin/sh\ncase " $* " in *" delete "*) ${onDelete} echo "stopping container: context deadline exceeded" >&2; exit 1;; esac\nexec runc "$@"\n`, { mode: 0o755 });
+    return p;
+  };
+  const root = join(dir, 'root');
+  const bundle = createBusyboxBundle({ args: ['sleep', '1000'] });
+  const ref: ContainerRef = { id: 'wrapped', namespace: NS, bundle: bundle.path };
+  const real = new OciCliEngine({ binary: 'runc', root, timeoutMs: 10_000 });
+  try {
+    for (const [name, onDelete, removes] of [['keeps-it', '', false], ['removes-it', 'runc "$@" >/dev/null 2>&1;', true]] as const) {
+      const engine = new OciCliEngine({ binary: wrapper(name, onDelete), root, timeoutMs: 10_000 });
+      await engine.create(ref, { spec: bundle.spec, stdio: { terminal: false } });
+      await engine.kill(ref, undefined, 9, false);
+      if (removes) {
+        await engine.delete(ref, { force: true });
+        await expect(real.state(ref)).rejects.toMatchObject({ code: Code.NOT_FOUND });
+      } else {
+        await expect(engine.delete(ref, { force: true })).rejects.toThrow(/context deadline exceeded/);
+        expect((await real.state(ref)).status).toMatch(/created|stopped/);
+        await real.delete(ref, { force: true });
+      }
+    }
+  } finally {
+    await real.delete(ref, { force: true }).catch(() => undefined);
+    bundle.remove();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('lastLoggedError reads only entries written after the offset', () => {
   const dir = mkdtempSync(join(tmpdir(), 'kuasar-log-'));
   const f = join(dir, 'log.json');

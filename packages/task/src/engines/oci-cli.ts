@@ -149,7 +149,24 @@ export class OciCliEngine implements Engine {
       await this.run(c, args);
     } catch (err) {
       if (err instanceof TtrpcError && err.code === Code.NOT_FOUND) return;
+      // runsc removes its state files even when its wait for the container's gofer times out, e.g. because the
+      // gofer is a zombie of an init that reaps lazily (after a sandboxer restart the gofer is not ours to reap):
+      // a container the runtime no longer knows is deleted, whatever the call said
+      if (await this.forgotten(c)) {
+        this.logger?.warn({ id: c.id, err: (err as Error).message }, 'runtime delete reported an error but removed the container');
+        return;
+      }
       throw err;
+    }
+  }
+
+  /** True when the runtime no longer knows the container (its `state` answers NOT_FOUND). */
+  private async forgotten(c: ContainerRef): Promise<boolean> {
+    try {
+      await this.run(c, ['state', c.id], { stdio: ['ignore', 'pipe', 'pipe'] });
+      return false;
+    } catch (err) {
+      return err instanceof TtrpcError && err.code === Code.NOT_FOUND;
     }
   }
 
