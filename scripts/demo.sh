@@ -13,7 +13,7 @@ step "building (pnpm build)"
 pnpm build --output-logs=errors-only
 
 step "bundling the demo driver"
-node_modules/.bin/esbuild packages/e2e/src/demo.ts --bundle --platform=node --target=node20 --log-level=warning \
+node_modules/.bin/esbuild packages/e2e/src/demo.ts --bundle --platform=node --target=node20 --log-level=warning --external:koffi \
   --outfile=packages/e2e/dist/demo.js
 
 node packages/e2e/dist/demo.js

@@ -14,4 +14,6 @@ await esbuild.build({
   platform: 'node',
   target: 'node20',
   logLevel: 'warning',
+  // @kuasar/sys loads koffi lazily, and the runners never call into it: its native loader stays out of the bundle
+  external: ['koffi'],
 });

@@ -14,18 +14,17 @@
 // cost per task, which bounds the tasks/s ratio whatever the sandboxer does.
 // Last, memory: the wasm sandboxer's RSS and PSS with 50 idle pods made through its Controller, each with a container
 // blocked reading stdin.
-import * as grpc from '@grpc/grpc-js';
 import { execFileSync } from 'node:child_process';
 import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { cri, packAny, sandboxApi, task, types } from '@kuasar/api';
-import { TtrpcClient, createClient } from '@kuasar/ttrpc';
+import { types } from '@kuasar/api';
 import { REPO_ROOT, SandboxerProcess, buildShim, leftoverMounts, pssKiB, shimEnv } from '@kuasar/e2e';
 import {
-  BUSYBOX_IMAGE, PrivateContainerd, WASM_IMAGE, WASM_IMAGE_OUTPUT, busyboxImage, containerdAvailability, importImage, wasmImage,
-  wasmImageSpec, wat2wasm,
+  BUSYBOX_IMAGE, PrivateContainerd, WASM_IMAGE, WASM_IMAGE_OUTPUT, busyboxImage, containerdAvailability, controllerCall, importImage,
+  podSandboxOptions, wasmImage, wasmImageSpec, wat2wasm, type ControllerMethod,
 } from '@kuasar/testkit';
+// in testkit's src, not (yet) in its index
+import { ClientIO, connectSandboxer, runTask } from '@kuasar/testkit/src/sandboxer-clients';
 import { busyboxBundle } from './bare-oci';
 import type { RatioRow } from './report';
 import { ratio, summarize } from './stats';
@@ -34,6 +33,10 @@ export const WASM_BINARY = path.join(REPO_ROOT, 'dist/bin/wasm-sandboxer');
 export const RUNC_BINARY = path.join(REPO_ROOT, 'dist/bin/runc-sandboxer');
 const CONTAINERD = '1.7' as const;
 const NS = 'default';
+/** the namespace of the calls made straight on the sandboxers, without containerd */
+const DIRECT_NS = 'kbench';
+/** what each hello-world task prints */
+const HELLO = { wasm: WASM_IMAGE_OUTPUT['hello.wasm']!.stdout, runc: 'hello\n' };
 const PARALLEL = 4;
 /** idle pods for the memory figure */
 export const IDLE_PODS = 50;
@@ -61,9 +64,9 @@ interface Runner {
 }
 
 const RUNNERS: Runner[] = [
-  { label: 'wasm-sandboxer (hello.wasm)', args: (id) => ['--runtime', runtimeType('wasm'), WASM_IMAGE, id], expect: WASM_IMAGE_OUTPUT['hello.wasm']!.stdout },
-  { label: 'runc-sandboxer (busybox echo)', args: (id) => ['--runtime', runtimeType('runc'), BUSYBOX_IMAGE, id, 'echo', 'hello'], expect: 'hello\n' },
-  { label: 'runc-v2 shim (busybox echo)', args: (id) => ['--runtime', 'io.containerd.runc.v2', BUSYBOX_IMAGE, id, 'echo', 'hello'], expect: 'hello\n' },
+  { label: 'wasm-sandboxer (hello.wasm)', args: (id) => ['--runtime', runtimeType('wasm'), WASM_IMAGE, id], expect: HELLO.wasm },
+  { label: 'runc-sandboxer (busybox echo)', args: (id) => ['--runtime', runtimeType('runc'), BUSYBOX_IMAGE, id, 'echo', 'hello'], expect: HELLO.runc },
+  { label: 'runc-v2 shim (busybox echo)', args: (id) => ['--runtime', 'io.containerd.runc.v2', BUSYBOX_IMAGE, id, 'echo', 'hello'], expect: HELLO.runc },
 ];
 
 /** Why the row cannot run here, or undefined. */
@@ -108,124 +111,58 @@ export interface WasmRowResults {
 const loadavg = (): string => readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const rssKiB = (pid: number): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
 
-/** A FIFO opened the way containerd's cio opens an output: read end, non-blocking, before Create. */
-function outputFifo(dir: string, name: string): { path: string; text: Promise<string> } {
-  const p = path.join(dir, name);
-  execFileSync('mkfifo', [p]);
-  const s = new net.Socket({ fd: openSync(p, constants.O_RDONLY | constants.O_NONBLOCK), readable: true, writable: false });
-  const chunks: Buffer[] = [];
-  const text = new Promise<string>((resolve) => {
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('end', () => resolve(Buffer.concat(chunks).toString()));
-    s.on('error', () => resolve(Buffer.concat(chunks).toString()));
-  });
-  return { path: p, text: text.finally(() => { s.destroy(); rmSync(p, { force: true }); }) };
-}
-
-/** Task-API lifecycles on one sandboxer's task socket, `runs` after 3 warm-ups; each task's stdout is checked. */
-async function taskApiSamples(socket: string, bundle: string, expect: string, runs: number, work: string): Promise<number[]> {
-  const client = await TtrpcClient.connect(socket, { metadata: { 'containerd-namespace-ttrpc': 'kbench' } });
-  const tasks = createClient(task.TaskV3Definition, client);
-  const samples: number[] = [];
-  try {
-    for (let i = -3; i < runs; i++) {
-      const id = `ta${i + 3}`;
-      const out = outputFifo(work, `${id}.out`);
-      const t0 = process.hrtime.bigint();
-      await tasks.create(task.CreateTaskRequest.fromPartial({ id, bundle, stdout: out.path }));
-      const waited = tasks.wait(task.WaitRequest.fromPartial({ id }));
-      await tasks.start(task.StartRequest.fromPartial({ id }));
-      const { exitStatus } = await waited;
-      await tasks.delete(task.DeleteRequest.fromPartial({ id }));
-      const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-      const text = await out.text;
-      if (exitStatus !== 0 || text !== expect) throw new WasmRowError(`Task API on ${socket}: exit ${exitStatus}, printed ${JSON.stringify(text)}`);
-      if (i >= 0) samples.push(ms);
-    }
-  } finally {
-    await client.close();
-  }
-  return samples;
-}
-
 /**
- * Create+Start -> first stdout byte, `runs` after 3 warm-ups. The byte's arrival is stamped when it is read, which
- * may be before Start's reply (the module runs as soon as it is woken); Wait and Delete follow, untimed.
+ * Task-API tasks on one sandboxer, `runs` after 3 warm-ups; each task's stdout is checked. `lifecycle` times
+ * Create+Start+Wait+Delete. `start` times Create+Start -> first stdout byte, stamped when it is read, which may be
+ * before Start's reply (the module runs as soon as it is woken); Wait and Delete follow, untimed.
  */
-async function startSamples(socket: string, bundle: string, expect: string, runs: number, work: string): Promise<number[]> {
-  const client = await TtrpcClient.connect(socket, { metadata: { 'containerd-namespace-ttrpc': 'kbench' } });
-  const tasks = createClient(task.TaskV3Definition, client);
+async function taskApiSamples(sb: SandboxerProcess, bundle: string, expect: string, runs: number, work: string, timed: 'lifecycle' | 'start'): Promise<number[]> {
+  const c = await connectSandboxer({ listen: sb.opts.listen, taskSocket: sb.taskSocket, namespace: DIRECT_NS });
   const samples: number[] = [];
   try {
     for (let i = -3; i < runs; i++) {
-      const id = `st${i + 3}`;
-      const p = path.join(work, `${id}.out`);
-      execFileSync('mkfifo', [p]);
-      const s = new net.Socket({ fd: openSync(p, constants.O_RDONLY | constants.O_NONBLOCK), readable: true, writable: false });
-      const chunks: Buffer[] = [];
-      const first = new Promise<bigint>((resolve) => s.once('data', () => resolve(process.hrtime.bigint())));
-      const text = new Promise<string>((resolve) => {
-        s.on('data', (c: Buffer) => chunks.push(c));
-        s.on('end', () => resolve(Buffer.concat(chunks).toString()));
-        s.on('error', () => resolve(Buffer.concat(chunks).toString()));
-      });
+      const id = `${timed === 'start' ? 'st' : 'ta'}${i + 3}`;
+      const io = new ClientIO(work, { stderr: false });
       try {
+        const firstByte = io.firstOutput().then(() => process.hrtime.bigint());
         const t0 = process.hrtime.bigint();
-        await tasks.create(task.CreateTaskRequest.fromPartial({ id, bundle, stdout: p }));
-        const waited = tasks.wait(task.WaitRequest.fromPartial({ id }));
-        await tasks.start(task.StartRequest.fromPartial({ id }));
-        const t1 = await first;
-        const { exitStatus } = await waited;
-        await tasks.delete(task.DeleteRequest.fromPartial({ id }));
-        const out = await text;
-        if (exitStatus !== 0 || out !== expect) throw new WasmRowError(`Task API on ${socket}: exit ${exitStatus}, printed ${JSON.stringify(out)}`);
-        if (i >= 0) samples.push(Number(t1 - t0) / 1e6);
+        const { exited } = await runTask(c.tasks, id, bundle, io);
+        const t1 = timed === 'start' ? await firstByte : undefined;
+        const { exitStatus } = await exited;
+        await c.tasks.delete({ id });
+        const ms = Number((t1 ?? process.hrtime.bigint()) - t0) / 1e6;
+        const text = (await io.out).toString();
+        if (exitStatus !== 0 || text !== expect) throw new WasmRowError(`Task API on ${sb.taskSocket}: exit ${exitStatus}, printed ${JSON.stringify(text)}`);
+        if (i >= 0) samples.push(ms);
       } finally {
-        s.destroy();
-        rmSync(p, { force: true });
+        io.close();
       }
     }
   } finally {
-    await client.close();
+    await c.close();
   }
   return samples;
-}
-
-/** One Controller call over gRPC, as containerd makes it. */
-function controllerCall(client: sandboxApi.ControllerClient, method: 'create' | 'start' | 'stop' | 'shutdown', req: object): Promise<unknown> {
-  const types = {
-    create: sandboxApi.ControllerCreateRequest, start: sandboxApi.ControllerStartRequest,
-    stop: sandboxApi.ControllerStopRequest, shutdown: sandboxApi.ControllerShutdownRequest,
-  } as const;
-  return new Promise((resolve, reject) => {
-    const fn = client[method].bind(client) as unknown as (r: unknown, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => void;
-    const md = new grpc.Metadata();
-    md.set('containerd-namespace', 'kbench');
-    fn((types[method] as { fromPartial(o: unknown): unknown }).fromPartial(req), md, (err, res) => (err ? reject(err) : resolve(res)));
-  });
 }
 
 /**
  * The wasm sandboxer's RSS and PSS before and with `pods` idle pods: each made through the Controller (Create+Start)
  * and holding one container whose module blocks reading stdin (a FIFO we keep a writer open on). Torn down after.
  */
-async function idlePodMemory(sb: SandboxerProcess, listen: string, pods: number, work: string): Promise<WasmRowResults['memory']> {
+async function idlePodMemory(sb: SandboxerProcess, pods: number, work: string): Promise<WasmRowResults['memory']> {
   const pid = sb.pid!;
   const rootfs = path.join(work, 'idle-rootfs');
   mkdirSync(rootfs, { recursive: true });
   writeFileSync(path.join(rootfs, 'read.wasm'), wat2wasm(READ_STDIN_WAT));
   const before = { rssKiB: rssKiB(pid), pssKiB: pssKiB(pid) };
-  const controller = new sandboxApi.ControllerClient(`unix:${listen}`, grpc.credentials.createInsecure());
-  const client = await TtrpcClient.connect(sb.taskSocket, { metadata: { 'containerd-namespace-ttrpc': 'kbench' } });
-  const tasks = createClient(task.TaskV3Definition, client);
+  const { tasks, controller, close } = await connectSandboxer({ listen: sb.opts.listen, taskSocket: sb.taskSocket, namespace: DIRECT_NS });
+  const call = (method: ControllerMethod, req: object): Promise<unknown> => controllerCall(controller, method, req, DIRECT_NS);
   const writers: number[] = [];
   const ids: string[] = [];
   try {
     for (let i = 0; i < pods; i++) {
       const podId = `idle${i}`;
-      const options = packAny('runtime.v1.PodSandboxConfig', cri.PodSandboxConfig, cri.PodSandboxConfig.fromPartial({ metadata: { name: podId, namespace: 'default', uid: podId } }));
-      await controllerCall(controller, 'create', { sandboxId: podId, options });
-      await controllerCall(controller, 'start', { sandboxId: podId });
+      await call('create', { sandboxId: podId, options: podSandboxOptions({ metadata: { name: podId, namespace: 'default', uid: podId } }) });
+      await call('start', { sandboxId: podId });
       ids.push(podId);
       const bundle = path.join(work, `idle-bundle-${i}`);
       mkdirSync(bundle);
@@ -237,25 +174,24 @@ async function idlePodMemory(sb: SandboxerProcess, listen: string, pods: number,
       const stdin = path.join(work, `idle-${i}.in`);
       execFileSync('mkfifo', [stdin]);
       writers.push(openSync(stdin, constants.O_RDWR)); // a writer that never writes: the read blocks
-      await tasks.create(task.CreateTaskRequest.fromPartial({ id: `${podId}-c`, bundle, stdin }));
-      await tasks.start(task.StartRequest.fromPartial({ id: `${podId}-c` }));
+      await tasks.create({ id: `${podId}-c`, bundle, stdin });
+      await tasks.start({ id: `${podId}-c` });
     }
     await new Promise((r) => setTimeout(r, 1000)); // spare workers settle
-    const st = await tasks.state(task.StateRequest.fromPartial({ id: `idle${pods - 1}-c` }));
+    const st = await tasks.state({ id: `idle${pods - 1}-c` });
     if (st.status !== types.TaskStatus.RUNNING) throw new WasmRowError(`idle container is not running (status ${st.status})`);
     return { pods, before, withPods: { rssKiB: rssKiB(pid), pssKiB: pssKiB(pid) } };
   } finally {
     await Promise.all(ids.map(async (podId) => {
       const id = `${podId}-c`;
-      await tasks.kill(task.KillRequest.fromPartial({ id, signal: 9 })).catch(() => undefined);
-      await tasks.wait(task.WaitRequest.fromPartial({ id })).catch(() => undefined);
-      await tasks.delete(task.DeleteRequest.fromPartial({ id })).catch(() => undefined);
-      await controllerCall(controller, 'stop', { sandboxId: podId, timeoutSecs: 0 }).catch(() => undefined);
-      await controllerCall(controller, 'shutdown', { sandboxId: podId }).catch(() => undefined);
+      await tasks.kill({ id, signal: 9 }).catch(() => undefined);
+      await tasks.wait({ id }).catch(() => undefined);
+      await tasks.delete({ id }).catch(() => undefined);
+      await call('stop', { sandboxId: podId, timeoutSecs: 0 }).catch(() => undefined);
+      await call('shutdown', { sandboxId: podId }).catch(() => undefined);
     }));
     for (const fd of writers) closeSync(fd);
-    controller.close();
-    await client.close();
+    await close();
   }
 }
 
@@ -285,7 +221,7 @@ export async function measureWasmTasks(runs: number, progress: (msg: string) => 
   const base = mkdtempSync('/tmp/kbwasm-'); // short: socket paths must fit a unix socket address
   const binDir = buildShim(path.join(base, 'bin'));
   const dirs = { wasm: path.join(base, 'wasm'), runc: path.join(base, 'runc') };
-  const sandboxers: SandboxerProcess[] = [];
+  const sandboxers: Partial<Record<keyof typeof dirs, SandboxerProcess>> = {};
   let ctrd: PrivateContainerd | undefined;
   const loadStart = loadavg();
   try {
@@ -293,13 +229,14 @@ export async function measureWasmTasks(runs: number, progress: (msg: string) => 
     ctrd = await withEnv(env, () => PrivateContainerd.start({ version: CONTAINERD }));
     for (const [kind, bin] of [['wasm', WASM_BINARY], ['runc', RUNC_BINARY]] as const) {
       mkdirSync(dirs[kind], { recursive: true });
-      sandboxers.push(await SandboxerProcess.start({
+      sandboxers[kind] = await SandboxerProcess.start({
         kind, command: [bin], listen: path.join(base, `${kind}.sock`), dir: dirs[kind], ttrpcAddress: ctrd.ttrpcAddress,
         logPath: path.join(base, `${kind}.log`), logLevel: 'warn',
         // the task relay keeps containerd's connections across sandboxer restarts; none happen here
         env: { KUASAR_TASK_RELAY: '0' },
-      }));
+      });
     }
+    const sb = { wasm: sandboxers.wasm!, runc: sandboxers.runc! };
     for (const img of [wasmImage(), busyboxImage()]) await importImage(ctrd, img.tarPath, { namespace: NS });
 
     let seq = 0;
@@ -340,16 +277,14 @@ export async function measureWasmTasks(runs: number, progress: (msg: string) => 
     progress(`wasm row: Task API, ${runs} tasks per sandboxer`);
     const work = mkdtempSync(path.join(base, 'ta-'));
     const bundles = taskApiBundles(work);
-    const taskApiMs = {
-      wasm: await taskApiSamples(path.join(dirs.wasm, 'task.sock'), bundles.wasm, WASM_IMAGE_OUTPUT['hello.wasm']!.stdout, runs, work),
-      runc: await taskApiSamples(path.join(dirs.runc, 'task.sock'), bundles.runc, 'hello\n', runs, work),
-    };
+    const taskApi = async (timed: 'lifecycle' | 'start', n: number): Promise<WasmRowResults['taskApiMs']> => ({
+      wasm: await taskApiSamples(sb.wasm, bundles.wasm, HELLO.wasm, n, work, timed),
+      runc: await taskApiSamples(sb.runc, bundles.runc, HELLO.runc, n, work, timed),
+    });
+    const taskApiMs = await taskApi('lifecycle', runs);
     const startRuns = Math.max(runs, MIN_START_SAMPLES);
     progress(`wasm row: Task API start -> first output, ${startRuns} tasks per sandboxer`);
-    const startMs = {
-      wasm: await startSamples(path.join(dirs.wasm, 'task.sock'), bundles.wasm, WASM_IMAGE_OUTPUT['hello.wasm']!.stdout, startRuns, work),
-      runc: await startSamples(path.join(dirs.runc, 'task.sock'), bundles.runc, 'hello\n', startRuns, work),
-    };
+    const startMs = await taskApi('start', startRuns);
     progress('wasm row: ctr floor (`ctr version`)');
     const ctrFloorMs: number[] = [];
     for (let i = 0; i < runs; i++) {
@@ -358,7 +293,7 @@ export async function measureWasmTasks(runs: number, progress: (msg: string) => 
       ctrFloorMs.push(Number(process.hrtime.bigint() - t0) / 1e6);
     }
     progress(`wasm row: memory with ${IDLE_PODS} idle pods`);
-    const memory = await idlePodMemory(sandboxers[0]!, path.join(base, 'wasm.sock'), IDLE_PODS, work);
+    const memory = await idlePodMemory(sb.wasm, IDLE_PODS, work);
     const perSec = (count: number, ms: number): number => (count * 1000) / ms;
     return {
       startMs,
@@ -372,7 +307,7 @@ export async function measureWasmTasks(runs: number, progress: (msg: string) => 
     };
   } finally {
     await ctrd?.stop();
-    for (const sb of sandboxers) await sb.stopAll();
+    for (const s of Object.values(sandboxers)) await s.stopAll();
     if (leftoverMounts([base], []).length === 0) rmSync(base, { recursive: true, force: true });
   }
 }

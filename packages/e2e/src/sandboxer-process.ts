@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { isRunning } from '@kuasar/sys';
 
 /** How to start one sandboxer binary (the runc one today; others join with their own command). */
 export interface SandboxerProcessOptions {
@@ -161,9 +162,7 @@ export class SandboxerProcess {
   relayPid(): number | undefined {
     try {
       const pid = Number(readFileSync(path.join(this.opts.dir, 'relay.pid'), 'utf8').trim());
-      if (!Number.isInteger(pid) || pid <= 0) return undefined;
-      process.kill(pid, 0);
-      return pid;
+      return isRunning(pid) ? pid : undefined;
     } catch {
       return undefined;
     }
@@ -177,7 +176,7 @@ export class SandboxerProcess {
     process.kill(relay, 'SIGTERM');
     const end = Date.now() + graceMs;
     while (Date.now() < end) {
-      try { process.kill(relay, 0); } catch { return; }
+      if (!isRunning(relay)) return; // the relay is no child of ours: its zombie waits for a lazy pid 1
       await sleep(25);
     }
     try { process.kill(relay, 'SIGKILL'); } catch { /* gone */ }

@@ -7,7 +7,8 @@ import { cri } from '@kuasar/api';
 import { runtimeType, shimBinaryName } from '@kuasar/shim';
 import { BUSYBOX_IMAGE, CriError, busyboxImage, containerdAvailability, criLogStream, readCriLog } from '@kuasar/testkit';
 import { fdCount, processTable, usesShim, type MatrixEntry } from '../src';
-import { Stack, eventually, pidAlive, ppidOf, sleep, verboseInfo, type ListedSandbox } from './stack';
+import { isRunning } from '@kuasar/sys';
+import { Stack, eventually, ppidOf, sleep, verboseInfo, type ListedSandbox } from './stack';
 
 jest.setTimeout(240_000);
 
@@ -106,7 +107,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
       expect(cst.state).toBe(cri.ContainerState.CONTAINER_RUNNING);
       expect(cst.image?.image).toBe(BUSYBOX_IMAGE);
       const ctrPid = verboseInfo(cinfo).pid!;
-      expect(pidAlive(ctrPid)).toBe(true);
+      expect(isRunning(ctrPid)).toBe(true);
       // The resident sandboxer is the container init's parent: no shim, no runc left in between.
       expect(ppidOf(ctrPid)).toBe(stack.sb.pid);
       // No containerd-shim-* process runs for this containerd (the thin shim of 1.x exits right after `start`).
@@ -160,7 +161,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
       expect(took).toBeLessThan(15_000);
       const exited = await stack.client.waitContainerExit(pod.containerId, 5_000);
       expect(exited.exitCode).toBe(137);
-      await eventually('container process gone', () => pidAlive(ctrPid), (a) => !a);
+      await eventually('container process gone', () => isRunning(ctrPid), (a) => !a);
 
       await stack.client.stopPodSandbox(pod.podId);
       expect((await stack.client.podSandboxStatus(pod.podId)).status?.state).toBe(cri.PodSandboxState.SANDBOX_NOTREADY);
@@ -340,7 +341,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
       const pid = verboseInfo((await stack.client.containerStatusVerbose(pod.containerId)).info).pid!;
       const podPid = verboseInfo((await stack.client.podSandboxStatus(pod.podId, true)).info).pid;
       await stack.restartContainerd(true);
-      expect(pidAlive(pid)).toBe(true);
+      expect(isRunning(pid)).toBe(true);
       const st = await eventually('pod ready after restart', () => stack.client.podSandboxStatus(pod.podId), (s) => s.status?.state === cri.PodSandboxState.SANDBOX_READY);
       expect(st.status?.state).toBe(cri.PodSandboxState.SANDBOX_READY);
       await expectPodSandbox(pod.podId, [pod.containerId], pid, podPid);
@@ -370,7 +371,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
         expect(stack.ctrd.logs()).toMatch(new RegExp(`failed to load shim [^\\n]*${pod.containerId}[^\\n]*binary not installed`));
         const st = await eventually('CRI sees the container exited', () => stack.client.containerStatus(pod.containerId), (s) => s.state === cri.ContainerState.CONTAINER_EXITED);
         expect(st.state).toBe(cri.ContainerState.CONTAINER_EXITED);
-        expect(pidAlive(pid)).toBe(true); // still running in the sandboxer: only containerd forgot it
+        expect(isRunning(pid)).toBe(true); // still running in the sandboxer: only containerd forgot it
       } finally {
         // Stopping the pod ends the orphan too: the sandboxer stops every container it placed in the pod.
         await pod.cleanup();
@@ -391,7 +392,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × ${e.sandboxer}-s
         const podPid = verboseInfo((await stack.client.podSandboxStatus(pod.podId, true)).info).pid;
         const oldSb = stack.sb.pid;
         await stack.sb.kill('SIGKILL');
-        expect(pidAlive(pid)).toBe(true);
+        expect(isRunning(pid)).toBe(true);
         await stack.sb.restart();
         expect(stack.sb.pid).not.toBe(oldSb);
         const r = await eventually('exec after sandboxer restart', () => stack.client.execSync(pod.containerId, { cmd: ['echo', 'still-here'] }).catch((e: Error) => e), (v) => !(v instanceof Error));

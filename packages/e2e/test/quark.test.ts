@@ -11,7 +11,8 @@ import { cri } from '@kuasar/api';
 import { runtimeType } from '@kuasar/shim';
 import { BUSYBOX_IMAGE, containerdAvailability, criLogStream, processesMentioning, readCriLog } from '@kuasar/testkit';
 import { usesShim, type MatrixEntry } from '../src';
-import { Stack, eventually, pidAlive, verboseInfo } from './stack';
+import { isRunning } from '@kuasar/sys';
+import { Stack, eventually, verboseInfo } from './stack';
 
 jest.setTimeout(240_000);
 
@@ -148,7 +149,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × quark-sandboxer 
       expect(await eventually('c\'s CRI log', () => logOf(log('c')).stdout, (s) => s === 'done\n')).toBe('done\n');
       // the other containers and the kernel live on
       expect((await stack.client.containerStatus(ids.a!)).state).toBe(cri.ContainerState.CONTAINER_RUNNING);
-      expect(pidAlive(podPid)).toBe(true);
+      expect(isRunning(podPid)).toBe(true);
 
       // StopContainer: b's TERM trap exits 7; a (sleep, no handler) is killed after the grace period
       await stack.client.stopContainer(ids.b!, 10);
@@ -164,7 +165,7 @@ describe.each(MATRIX.map((e) => [`containerd ${e.containerd} × quark-sandboxer 
       await stack.client.removePodSandbox(podId);
       removed = true;
       await expect(stack.client.podSandboxStatus(podId)).rejects.toMatchObject({ code: 5 });
-      await eventually('the kernel gone', () => pidAlive(podPid), (a) => !a);
+      await eventually('the kernel gone', () => isRunning(podPid), (a) => !a);
       expect(runscList(podId).map((e) => e.id).filter((id) => stack.ids.includes(id))).toEqual([]);
       expect(existsSync(path.join(stack.sbDir, '.runsc', 'pods', podId))).toBe(false);
       expect(processesMentioning(podId)).toEqual([]);

@@ -34,7 +34,8 @@ function runscCalls(lines: string[], pod: string): Array<[string, number]> {
     if (!l.includes('"oci runtime call"')) continue;
     const e = JSON.parse(l) as { args?: string[]; ms?: number };
     const args = e.args ?? [];
-    const target = args[args.length - 1];
+    // runsc ids are containerd ids + '+' (runsc resolves ids by prefix)
+    const target = args[args.length - 1]?.replace(/\+$/, '');
     const who = target === pod ? 'root' : target === `${pod}-c` ? 'app' : undefined;
     if (who && typeof e.ms === 'number') out.push([`${who} ${args[0]}`, e.ms]);
   }

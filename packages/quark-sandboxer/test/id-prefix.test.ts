@@ -7,8 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { OCI_PROCESS_TYPE_URL, packJsonAny } from '@kuasar/api';
 import { Code, type TtrpcClient } from '@kuasar/ttrpc';
+import { isRunning } from '@kuasar/sys';
 import {
-  SandboxerUnderTest, alive, createBusyboxBundle, criBundle, fifos, podOptions, rpc, taskClient, until, withRunsc,
+  SandboxerUnderTest, createBusyboxBundle, criBundle, fifos, podOptions, rpc, taskClient, until, withRunsc,
   type BusyboxBundle, type Fifos, type TaskClient,
 } from './helpers';
 import { containerdId, runscId, runscProcesses } from '../src/runsc-engine';
@@ -102,7 +103,7 @@ maybe('container ids that are prefixes of one another in one runsc root', () => 
     await rpc(q.controller, 'stop', { sandboxId: pod, timeoutSecs: 5 });
     expect((await rpc(q.controller, 'wait', { sandboxId: pod })).exitStatus).toBe(0); // catatonit -P ends cleanly on SIGTERM
     await rpc(q.controller, 'shutdown', { sandboxId: pod });
-    await until(() => !alive(sandboxPid), 5000, 'the pod sandbox gone');
+    await until(() => !isRunning(sandboxPid), 5000, 'the pod sandbox gone');
     expect(runscProcesses(runscRoot('pods', pod))).toEqual([]);
     expect(fs.existsSync(runscRoot('pods', pod))).toBe(false);
   });
@@ -121,7 +122,7 @@ maybe('container ids that are prefixes of one another in one runsc root', () => 
     expect(new Set(pids).size).toBe(2);
     for (const id of ids) await execKillDelete(id, waits.get(id)!);
     expect(listed(runscRoot('ns', 'k8s.io'))).toEqual([]);
-    for (const pid of pids) await until(() => !alive(pid), 5000, `sandbox ${pid} gone`);
+    for (const pid of pids) await until(() => !isRunning(pid), 5000, `sandbox ${pid} gone`);
     expect(runscProcesses(runscRoot('ns', 'k8s.io'))).toEqual([]);
   });
 });

@@ -6,8 +6,9 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Code, type TtrpcClient } from '@kuasar/ttrpc';
+import { isRunning } from '@kuasar/sys';
 import {
-  SandboxerUnderTest, alive, criBundle, fifos, podOptions, rpc, taskClient, until, withRunsc, type BusyboxBundle,
+  SandboxerUnderTest, criBundle, fifos, podOptions, rpc, taskClient, until, withRunsc, type BusyboxBundle,
   type Fifos, type TaskClient,
 } from './helpers';
 import { runscId } from '../src/runsc-engine';
@@ -64,8 +65,8 @@ maybe('pods runsc lost track of leave nothing after Stop + Shutdown', () => {
   };
 
   const expectNothingLeft = async (pod: string, sandboxPid: number): Promise<void> => {
-    await until(() => !alive(sandboxPid), 5000, 'the sandbox process gone').catch(() => undefined);
-    expect(alive(sandboxPid)).toBe(false);
+    await until(() => !isRunning(sandboxPid), 5000, 'the sandbox process gone').catch(() => undefined);
+    expect(isRunning(sandboxPid)).toBe(false);
     expect(runscOf(pod)).toEqual([]);
     expect(fs.existsSync(podRoot(pod))).toBe(false);
     expect(fs.existsSync(path.join(q.dir, pod))).toBe(false);
@@ -102,7 +103,7 @@ maybe('pods runsc lost track of leave nothing after Stop + Shutdown', () => {
     // `runsc delete --force <pod>` cannot find the sandbox any more: it must not survive the pod regardless
     expect(runscOf(pod).length).toBeGreaterThanOrEqual(2); // sandbox + gofers
     await rpc(q.controller, 'stop', { sandboxId: pod, timeoutSecs: 0 });
-    expect(alive(pid)).toBe(false);
+    expect(isRunning(pid)).toBe(false);
     await tasks.delete({ id: `c1-${pod}` } as never).catch(() => undefined);
     await rpc(q.controller, 'shutdown', { sandboxId: pod });
     await expectNothingLeft(pod, pid);

@@ -7,8 +7,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { OCI_PROCESS_TYPE_URL, cgroupsV1, packJsonAny, unpackAny } from '@kuasar/api';
 import { Code, type TtrpcClient } from '@kuasar/ttrpc';
+import { isRunning } from '@kuasar/sys';
 import {
-  SandboxerUnderTest, alive, criBundle, fifos, podOptions, rpc, taskClient, until, withRunsc, type BusyboxBundle,
+  SandboxerUnderTest, criBundle, fifos, podOptions, rpc, taskClient, until, withRunsc, type BusyboxBundle,
   type Fifos, type TaskClient,
 } from './helpers';
 import { runscId } from '../src/runsc-engine';
@@ -45,7 +46,7 @@ maybe('gVisor pods through the Controller and the Task API', () => {
   afterAll(async () => {
     // a test that failed half-way leaves the pod: Shutdown removes its sandbox, state and cgroup
     await q?.stop([pod], conn);
-    if (sandboxPid > 0 && alive(sandboxPid)) process.kill(sandboxPid, 'SIGKILL');
+    if (sandboxPid > 0 && isRunning(sandboxPid)) process.kill(sandboxPid, 'SIGKILL');
     opened.forEach((f) => f.close());
     bundles.forEach((b) => b.remove());
     try {
@@ -185,7 +186,7 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     conn.close();
     q.sb.child.kill('SIGKILL');
     await q.sb.exited;
-    expect(alive(sandboxPid)).toBe(true);
+    expect(isRunning(sandboxPid)).toBe(true);
     await q.restart();
     ({ conn, tasks } = await taskClient(address));
     const status = await rpc(q.controller, 'status', { sandboxId: pod });
@@ -220,7 +221,7 @@ maybe('gVisor pods through the Controller and the Task API', () => {
     expect((await w5).exitStatus).toBe(143); // SIGTERM first
     const exit = await waited;
     expect(typeof exit.exitStatus).toBe('number');
-    await until(() => !alive(sandboxPid), 5000, 'sandbox gone');
+    await until(() => !isRunning(sandboxPid), 5000, 'sandbox gone');
     expect((await rpc(q.controller, 'status', { sandboxId: pod })).state).toBe('SANDBOX_NOTREADY');
     await tasks.delete({ id: 'c5' } as never);
     await rpc(q.controller, 'shutdown', { sandboxId: pod });

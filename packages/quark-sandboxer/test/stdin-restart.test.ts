@@ -9,8 +9,9 @@ import { Socket } from 'node:net';
 import * as path from 'node:path';
 import { OCI_PROCESS_TYPE_URL, packJsonAny } from '@kuasar/api';
 import type { TtrpcClient } from '@kuasar/ttrpc';
+import { isRunning } from '@kuasar/sys';
 import {
-  SandboxerUnderTest, alive, criBundle, podOptions, rpc, taskClient, until, withRunsc, type BusyboxBundle,
+  SandboxerUnderTest, criBundle, podOptions, rpc, taskClient, until, withRunsc, type BusyboxBundle,
   type TaskClient,
 } from './helpers';
 
@@ -88,7 +89,7 @@ maybe('stdin of gVisor containers across a sandboxer kill -9 + restart', () => {
       await tasks.delete({ id: 'c1' } as never).catch(() => undefined);
     }
     await q?.stop([pod], conn);
-    if (sandboxPid > 0 && alive(sandboxPid)) process.kill(sandboxPid, 'SIGKILL');
+    if (sandboxPid > 0 && isRunning(sandboxPid)) process.kill(sandboxPid, 'SIGKILL');
     ios.forEach((io) => io.destroy());
     bundles.forEach((b) => b.remove());
     q?.remove();
@@ -130,7 +131,7 @@ maybe('stdin of gVisor containers across a sandboxer kill -9 + restart', () => {
     conn.close();
     q.sb.child.kill('SIGKILL');
     await q.sb.exited;
-    expect(alive(sandboxPid)).toBe(true);
+    expect(isRunning(sandboxPid)).toBe(true);
     await q.restart();
     ({ conn, tasks } = await taskClient(started.address));
     expect((await tasks.state({ id: 'c1' } as never)).status).toBe(2); // RUNNING

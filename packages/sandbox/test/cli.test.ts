@@ -7,7 +7,8 @@ import { sandboxApi, task } from '@kuasar/api';
 import { OciCliEngine } from '@kuasar/task';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
 import { buildCommand, createLogger, defineConfig, runSandboxer, type SandboxerSpec } from '../src';
-import { LogCapture, createRequest, pidAlive, rpc, tempDir } from './harness';
+import { isRunning } from '@kuasar/sys';
+import { LogCapture, createRequest, rpc, tempDir } from './harness';
 import { SleepKind } from './sleep-kind';
 
 jest.setTimeout(30_000);
@@ -170,7 +171,7 @@ describe('a full run', () => {
     expect(exits).toEqual([0]);
     await waitFor(() => messages.includes('STOPPING=1'));
     expect(messages).toContain('STOPPING=1');
-    expect(pidAlive(started.pid)).toBe(true);
+    expect(isRunning(started.pid)).toBe(true);
     expect(await connects(listen)).toBe(false);
     expect(await connects(taskSock)).toBe(false);
     expect(logs.find('sandboxer stopping; sandboxes keep running')).toBeDefined();
@@ -179,7 +180,7 @@ describe('a full run', () => {
     // Clean up the pod the way the next sandboxer would.
     const sandbox = running!.serving.controller.get('cli-pod');
     process.kill(started.pid, 'SIGKILL');
-    await waitFor(() => !pidAlive(started.pid));
+    await waitFor(() => !isRunning(started.pid));
     await kind.shutdown(sandbox);
   });
 });

@@ -2,7 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 import { cgroupsV1, cri, dateFromTimestamp, google, packAny, sandboxApi, types, unpackAny } from '@kuasar/api';
-import { type Harness, createRequest, pidAlive, rpc, startHarness, stopHarness, tempDir } from './harness';
+import { isRunning } from '@kuasar/sys';
+import { type Harness, createRequest, rpc, startHarness, stopHarness, tempDir } from './harness';
 import { SleepKind } from './sleep-kind';
 
 jest.setTimeout(20_000);
@@ -60,7 +61,7 @@ describe('pod lifecycle over gRPC', () => {
 
     const started: sandboxApi.ControllerStartResponse = await rpc(h.client, 'start', { sandboxId: 'pod2', sandboxer: '' });
     expect(started.pid).toBeGreaterThan(0);
-    expect(pidAlive(started.pid)).toBe(true);
+    expect(isRunning(started.pid)).toBe(true);
     expect(started.address).toBe(`ttrpc+unix://${path.join(h.dir, 'task.sock')}`);
     expect(started.version).toBe(3);
     expect(started.labels).toEqual({ selinux_label: 'test_label' });
@@ -96,7 +97,7 @@ describe('pod lifecycle over gRPC', () => {
     const exit = await wait;
     expect(exit.exitStatus).toBe(128 + 15);
     expect(exit.exitedAt).toBeDefined();
-    expect(pidAlive(started.pid)).toBe(false);
+    expect(isRunning(started.pid)).toBe(false);
 
     const after: sandboxApi.ControllerStatusResponse = await rpc(h.client, 'status', { sandboxId: 'pod2', verbose: false, sandboxer: '' });
     expect(after.state).toBe('SANDBOX_NOTREADY');
@@ -150,7 +151,7 @@ describe('pod lifecycle over gRPC', () => {
     expect(elapsed).toBeGreaterThanOrEqual(950);
     expect(elapsed).toBeLessThan(5000);
     expect((await wait).exitStatus).toBe(128 + 9);
-    expect(pidAlive(pid)).toBe(false);
+    expect(isRunning(pid)).toBe(false);
   });
 
   test('Shutdown of a running sandbox kills it, cleans up, and ends pending Waits', async () => {
@@ -159,7 +160,7 @@ describe('pod lifecycle over gRPC', () => {
     const wait = rpc(h.client, 'wait', { sandboxId: 'pod4', sandboxer: '' });
     await rpc(h.client, 'shutdown', { sandboxId: 'pod4', sandboxer: '' });
     expect((await wait).exitStatus).toBe(137);
-    expect(pidAlive(pid)).toBe(false);
+    expect(isRunning(pid)).toBe(false);
     expect(existsSync(path.join(h.dir, 'pod4'))).toBe(false);
     expect(h.kind.calls.filter((c) => c.id === 'pod4').map((c) => c.op)).toEqual(['create', 'start', 'stop', 'shutdown']);
   });

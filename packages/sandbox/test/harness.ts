@@ -1,6 +1,6 @@
 // Test harness: a real Controller server on a real unix socket, driven by a grpc-js client from @kuasar/api.
 import * as grpc from '@grpc/grpc-js';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { cri, packAny, sandboxApi } from '@kuasar/api';
@@ -122,16 +122,6 @@ export function createRequest(id: string, extra: Partial<sandboxApi.ControllerCr
 export async function stopHarness(h: Harness): Promise<void> {
   h.client.close();
   await h.serving.close();
-}
-
-/** Running (a zombie is not: an orphan may wait for a reaper that is not ours). */
-export function pidAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
 }
 
 export const EMPTY_SCHEMA = defineConfig({});

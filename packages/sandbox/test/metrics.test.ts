@@ -8,7 +8,8 @@ import { sandboxApi, task } from '@kuasar/api';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
 import { ConfigError, buildCommand, createLogger, parseSandboxerConfig, startSandboxer } from '../src';
 import { parseMetricsAddress } from '../src/metrics';
-import { EMPTY_SCHEMA, LogCapture, createRequest, pidAlive, rpc, sleepSandboxerSpec, tempDir } from './harness';
+import { isRunning } from '@kuasar/sys';
+import { EMPTY_SCHEMA, LogCapture, createRequest, rpc, sleepSandboxerSpec, tempDir } from './harness';
 import { SleepKind } from './sleep-kind';
 
 jest.setTimeout(30_000);
@@ -163,13 +164,13 @@ test('sandboxes by state, Controller and Task latency by method and code, errors
     expect(sample(after.body, 'kuasar_sandboxes', { state: 'ready' })).toBe(0);
     expect(sample(after.body, 'kuasar_controller_request_duration_seconds_count', { method: 'Shutdown', code: 'OK' })).toBe(1);
     expect(after.body).not.toMatch(/kuasar_controller_request_duration_seconds_count\{[^}]*method="Wait"/);
-    expect(pidAlive(pid)).toBe(false);
+    expect(isRunning(pid)).toBe(false);
 
     expect((await get({ port }, '/')).status).toBe(404);
     expect((await get({ port }, '/metrics', 'POST')).status).toBe(405);
   } finally {
     client.close();
-    if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    if (pid && isRunning(pid)) process.kill(pid, 'SIGKILL');
     await running.close();
   }
   // close() takes the endpoint down with the servers.

@@ -6,7 +6,8 @@ import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { build } from 'esbuild';
 import { sandboxApi } from '@kuasar/api';
-import { createRequest, pidAlive, rpc, tempDir } from './harness';
+import { isRunning } from '@kuasar/sys';
+import { createRequest, rpc, tempDir } from './harness';
 
 jest.setTimeout(60_000);
 
@@ -40,7 +41,7 @@ afterAll(async () => {
     p.client.close();
     if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGKILL');
   }
-  for (const pid of pods) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+  for (const pid of pods) if (isRunning(pid)) process.kill(pid, 'SIGKILL');
 });
 
 async function startSandboxer(root: string): Promise<Proc> {
@@ -87,7 +88,7 @@ test('SIGTERM: the process exits 0 and its pods keep running; the next process r
   const [code] = await once(p1.child, 'exit');
   expect(code).toBe(0);
   expect(p1.logs.map((l) => l.msg)).toEqual(expect.arrayContaining(['signal received', 'sandboxer stopped']));
-  expect(pidAlive(pid)).toBe(true);
+  expect(isRunning(pid)).toBe(true);
 
   const p2 = await startSandboxer(root);
   const status = await rpc(p2.client, 'status', { sandboxId: 'survivor' });
@@ -122,5 +123,5 @@ test('SIGKILL (a real crash): the stale socket is replaced, live pods re-adopted
   expect(p2.logs.find((l) => l.msg === 'recovery: sandbox alive, re-adopted')?.sandbox).toBe('alive');
   expect(existsSync(path.join(root, 'state', 'doomed'))).toBe(false);
   await rpc(p2.client, 'shutdown', { sandboxId: 'alive' });
-  expect(pidAlive(alive.pid)).toBe(false);
+  expect(isRunning(alive.pid)).toBe(false);
 });

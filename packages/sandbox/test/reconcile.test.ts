@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { types } from '@kuasar/api';
 import { PrivateContainerd, containerdAvailability } from '@kuasar/testkit';
 import { ContainerdSandboxView, SandboxController, SandboxStore, createLogger, decodeNamespaceNames, type ReconcileTiming } from '../src';
-import { LogCapture, pidAlive, tempDir } from './harness';
+import { isRunning } from '@kuasar/sys';
+import { LogCapture, tempDir } from './harness';
 import { SleepKind } from './sleep-kind';
 
 jest.setTimeout(60_000);
@@ -118,7 +119,7 @@ maybe('against containerd 2.1', () => {
     expect(await controller.reconcile()).toEqual(['ghost']);
     expect(controller.ids()).toEqual(['known']);
     expect(existsSync(path.join(dir, 'ghost'))).toBe(false);
-    expect(pidAlive(ghostPid)).toBe(false);
+    expect(isRunning(ghostPid)).toBe(false);
     expect(kind.calls.filter((c) => c.id === 'ghost').map((c) => c.op)).toEqual(['create', 'start', 'stop', 'shutdown']);
     // containerd still holds 'known' past the settle time: claimed for good, on disk too
     expect(onDisk(dir, 'known').claimed).toBeUndefined();

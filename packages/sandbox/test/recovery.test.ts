@@ -2,7 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { type Harness, createRequest, pidAlive, rpc, startHarness, stopHarness, tempDir } from './harness';
+import { isRunning } from '@kuasar/sys';
+import { type Harness, createRequest, rpc, startHarness, stopHarness, tempDir } from './harness';
 import { SleepKind } from './sleep-kind';
 
 jest.setTimeout(20_000);
@@ -41,7 +42,7 @@ test('after a crash: live sandboxes are re-adopted, dead ones cleaned up, corrup
 
   // While the sandboxer is down: one pod dies, and two records get damaged.
   process.kill(dead.pid, 'SIGKILL');
-  await waitFor(() => !pidAlive(dead.pid));
+  await waitFor(() => !isRunning(dead.pid));
   mkdirSync(path.join(h1.dir, 'torn'));
   writeFileSync(path.join(h1.dir, 'torn', 'sandbox.json'), '{"version":1,"id":"torn","sta');
   mkdirSync(path.join(h1.dir, 'odd'));
@@ -56,14 +57,14 @@ test('after a crash: live sandboxes are re-adopted, dead ones cleaned up, corrup
   const status = await rpc(h2.client, 'status', { sandboxId: 'live', verbose: true });
   expect(status.state).toBe('SANDBOX_READY');
   expect(status.pid).toBe(live.pid);
-  expect(pidAlive(live.pid)).toBe(true);
+  expect(isRunning(live.pid)).toBe(true);
   let waited = false;
   const wait = rpc(h2.client, 'wait', { sandboxId: 'live' }).then((r) => ((waited = true), r));
   await new Promise((r) => setTimeout(r, 200));
   expect(waited).toBe(false);
   await rpc(h2.client, 'stop', { sandboxId: 'live', timeoutSecs: 2 });
   expect((await wait).exitStatus).toBe(255); // not our child any more: the real status is unknowable
-  expect(pidAlive(live.pid)).toBe(false);
+  expect(isRunning(live.pid)).toBe(false);
 
   // dead: cleaned up through the kind and gone from disk, with the decision logged.
   expect(h2.kind.calls).toContainEqual({ op: 'shutdown', id: 'dead' });
@@ -85,7 +86,7 @@ test('after a crash: live sandboxes are re-adopted, dead ones cleaned up, corrup
 
   // never-started: still created, can be started now.
   const late = await rpc(h2.client, 'start', { sandboxId: 'never-started' });
-  expect(pidAlive(late.pid)).toBe(true);
+  expect(isRunning(late.pid)).toBe(true);
 });
 
 test('a graceful close leaves sandboxes running and the next server re-adopts them', async () => {
@@ -101,7 +102,7 @@ test('a graceful close leaves sandboxes running and the next server re-adopts th
   // containerd retries UNAVAILABLE Waits against the restarted sandboxer, so that is what a close must answer.
   const err = await pendingWait;
   expect([grpc.status.UNAVAILABLE, grpc.status.CANCELLED]).toContain(err.code);
-  expect(pidAlive(pid)).toBe(true);
+  expect(isRunning(pid)).toBe(true);
 
   const h2 = await start(root);
   expect(h2.serving.recovery.adopted).toEqual(['keep']);

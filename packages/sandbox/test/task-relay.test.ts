@@ -11,7 +11,8 @@ import {
   RELAY_PID_FILE, RELAY_SOCKET, TaskRelayError, createLogger, defineConfig, ensureTaskRelay, findTaskRelayBinary,
   startSandboxer, taskRelayArgs, taskRelayBinaryName, type RunningSandboxer, type SandboxerSpec,
 } from '../src';
-import { LogCapture, pidAlive, tempDir } from './harness';
+import { isRunning } from '@kuasar/sys';
+import { LogCapture, tempDir } from './harness';
 import { SleepKind } from './sleep-kind';
 
 jest.setTimeout(60_000);
@@ -30,7 +31,7 @@ beforeAll(() => {
 
 afterAll(() => {
   // The relay outlives sandboxers by design; the tests that started one end it.
-  for (const pid of relayPids) if (pidAlive(pid)) process.kill(pid, 'SIGKILL');
+  for (const pid of relayPids) if (isRunning(pid)) process.kill(pid, 'SIGKILL');
 });
 
 function relayPid(dir: string): number {
@@ -91,7 +92,7 @@ describe('ensureTaskRelay', () => {
     const listen = await ensureTaskRelay(dir, [relayBin, ...taskRelayArgs(dir, 'error')], logger);
     expect(listen).toBe(path.join(dir, RELAY_SOCKET));
     const pid = relayPid(dir);
-    expect(pidAlive(pid)).toBe(true);
+    expect(isRunning(pid)).toBe(true);
     // Its own session: a signal to the sandboxer's process group does not reach it.
     expect(Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[3])).toBe(pid);
     expect(logs.find('task relay started')).toMatchObject({ relayPid: pid, bin: relayBin });

@@ -8,7 +8,8 @@ import * as path from 'node:path';
 import { sandboxApi, task } from '@kuasar/api';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
 import { ConfigError, createLogger, parseSandboxerConfig, startSandboxer, tracesEndpoint } from '../src';
-import { EMPTY_SCHEMA, createRequest, pidAlive, rpc, sleepSandboxerSpec, tempDir } from './harness';
+import { isRunning } from '@kuasar/sys';
+import { EMPTY_SCHEMA, createRequest, rpc, sleepSandboxerSpec, tempDir } from './harness';
 import { SleepKind } from './sleep-kind';
 
 jest.setTimeout(30_000);
@@ -125,7 +126,7 @@ test('Controller and Task calls become spans; a Task call continues the trace in
     await rpc(client, 'shutdown', { sandboxId: 't-pod' });
   } finally {
     client.close();
-    if (pid && pidAlive(pid)) process.kill(pid, 'SIGKILL');
+    if (pid && isRunning(pid)) process.kill(pid, 'SIGKILL');
     // close() flushes the spans still batched.
     await running.close();
     await otlp.close();

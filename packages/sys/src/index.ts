@@ -4,7 +4,7 @@ export { KOFFI_ASSET_NAME, koffiNativePath, loadKoffi } from './koffi';
 export type { Koffi } from './koffi';
 export { setChildSubreaper, isChildSubreaper, waitPid, Reaper } from './reaper';
 export { ProcExitListener } from './proc-exit';
-export { isProcessAlive, listPids, readProcessStat, zombieChildIdentities, zombieChildren } from './proc-stat';
+export { isProcessAlive, isRunning, listPids, readProcessStat, zombieChildIdentities, zombieChildren } from './proc-stat';
 export type { ProcessIdentity } from './proc-stat';
 export type { WaitStatus, ReaperOptions, ReaperEvents } from './reaper';
 export { ConsoleSocket, sendFd } from './console-socket';

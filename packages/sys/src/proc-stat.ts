@@ -26,10 +26,23 @@ export function readProcessStat(pid: number): { startTime: string; state: string
   return { startTime, state };
 }
 
+// Z (zombie) and X (dead) have exited: they only wait to be reaped, and pid 1 here reaps orphans lazily (a zombie of
+// its can last seconds), so kill(pid, 0) would still call them alive.
+const running = (state: string): boolean => state !== 'Z' && state !== 'X';
+
+/**
+ * True when pid names a process that has not exited: it exists and is neither a zombie nor dead. The one liveness
+ * check to use instead of kill(pid, 0). False for a pid that is not a positive integer.
+ */
+export function isRunning(pid: number): boolean {
+  const stat = readProcessStat(pid);
+  return stat !== undefined && running(stat.state);
+}
+
 /** True when the process runs (a zombie is dead: it only waits to be reaped) and is the same one we recorded. */
 export function isProcessAlive(id: ProcessIdentity): boolean {
   const stat = readProcessStat(id.pid);
-  return stat !== undefined && stat.state !== 'Z' && stat.state !== 'X' && stat.startTime === id.startTime;
+  return stat !== undefined && running(stat.state) && stat.startTime === id.startTime;
 }
 
 /**

@@ -142,14 +142,15 @@ export class ClientIO {
   private readonly outChunks: Buffer[] = [];
   private stdinFd: number | undefined;
 
-  constructor(dir: string, o: { stdin?: boolean } = {}) {
+  /** `stderr: false` names no stderr in Create (as `stdin` left out): no FIFO the task must open when nothing reads it. */
+  constructor(dir: string, o: { stdin?: boolean; stderr?: boolean } = {}) {
     const base = path.join(dir, `io${process.pid}-${fifoSeq++}`);
     this.stdin = o.stdin ? `${base}-in` : '';
     this.stdout = `${base}-out`;
-    this.stderr = `${base}-err`;
+    this.stderr = o.stderr === false ? '' : `${base}-err`;
     for (const p of [this.stdin, this.stdout, this.stderr]) if (p) execFileSync('mkfifo', [p]);
     this.out = this.read(this.stdout, this.outChunks);
-    this.err = this.read(this.stderr, []);
+    this.err = this.stderr ? this.read(this.stderr, []) : Promise.resolve(Buffer.alloc(0));
   }
 
   /** stdout so far */

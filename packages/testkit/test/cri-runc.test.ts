@@ -5,6 +5,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node
 import os from 'node:os';
 import path from 'node:path';
 import { cri } from '@kuasar/api';
+import { isRunning } from '@kuasar/sys';
 import {
   BUSYBOX_IMAGE,
   CONTAINERD_VERSIONS,
@@ -38,15 +39,6 @@ async function eventually<T>(what: string, fn: () => T | Promise<T>, ok: (v: T) 
     v = await fn();
   }
   return v;
-}
-
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Pid and netns path CRI reports in the verbose status info (JSON under key "info"). */
@@ -140,7 +132,7 @@ describe.each(ORDER.filter((v) => CONTAINERD_VERSIONS.includes(v)).map((v) => [v
       expect(cst.image?.image).toBe(BUSYBOX_IMAGE);
       expect(cst.logPath).toBe(pod.logPath);
       const ctrPid = verboseInfo(cinfo).pid!;
-      expect(pidAlive(ctrPid)).toBe(true);
+      expect(isRunning(ctrPid)).toBe(true);
 
       // ExecSync returns both streams and the exit code unchanged.
       const r = await client.execSync(pod.containerId, { cmd: ['sh', '-c', 'printf out; printf err >&2; exit 3'], timeout: 10 });
@@ -184,11 +176,11 @@ describe.each(ORDER.filter((v) => CONTAINERD_VERSIONS.includes(v)).map((v) => [v
       const exited = await client.waitContainerExit(pod.containerId, 5_000);
       expect(exited.exitCode).toBe(137);
       expect(exited.finishedAt).toBeGreaterThan(exited.startedAt);
-      await eventually('container process gone', () => pidAlive(ctrPid), (a) => !a);
+      await eventually('container process gone', () => isRunning(ctrPid), (a) => !a);
 
       await client.stopPodSandbox(pod.podId);
       expect((await client.podSandboxStatus(pod.podId)).status?.state).toBe(cri.PodSandboxState.SANDBOX_NOTREADY);
-      await eventually('pause process gone', () => pidAlive(podPid!), (a) => !a);
+      await eventually('pause process gone', () => isRunning(podPid!), (a) => !a);
       await client.removePodSandbox(pod.podId);
       cleaned = true;
       await expect(client.podSandboxStatus(pod.podId)).rejects.toMatchObject({ code: 5 /* NOT_FOUND */ });

@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, copy
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
+import { isRunning } from '@kuasar/sys';
 import {
   BinariesNotFoundError,
   CONTAINERD_VERSIONS,
@@ -32,23 +33,14 @@ afterAll(() => {
   if (rootfs) rmSync(rootfs, { recursive: true, force: true });
 });
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 async function waitGone(pid: number, ms = 5_000): Promise<boolean> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
-    // Our own child is reaped by node; a re-parented one by init.
-    if (!alive(pid)) return true;
+    // Our own child is reaped by node; a re-parented one by init, lazily here: its zombie already counts as gone.
+    if (!isRunning(pid)) return true;
     await new Promise((r) => setTimeout(r, 50));
   }
-  return !alive(pid);
+  return !isRunning(pid);
 }
 
 describe.each(CONTAINERD_VERSIONS.map((v) => [v]))('containerd %s', (version: ContainerdVersion) => {
@@ -65,7 +57,7 @@ describe.each(CONTAINERD_VERSIONS.map((v) => [v]))('containerd %s', (version: Co
     const c = await PrivateContainerd.start({ version });
     const pid = c.pid!;
     try {
-      expect(alive(pid)).toBe(true);
+      expect(isRunning(pid)).toBe(true);
       expect(await c.serverVersion()).toMatch(new RegExp(`^${version.replace('.', '\\.')}\\.\\d+`));
       expect(statSync(c.grpcAddress).isSocket()).toBe(true);
       expect(c.ttrpcAddress).toBe(`${c.grpcAddress}.ttrpc`);
@@ -98,7 +90,7 @@ describe.each(CONTAINERD_VERSIONS.map((v) => [v]))('containerd %s', (version: Co
       const row = new RegExp(`${id}\\s+(\\d+)\\s+RUNNING`).exec(stdout);
       expect(row).not.toBeNull();
       taskPid = Number(row![1]);
-      expect(alive(taskPid)).toBe(true);
+      expect(isRunning(taskPid)).toBe(true);
       shims = processesMentioning(c.grpcAddress);
       expect(shims.length).toBeGreaterThan(0);
       mkdirSync(leftover);
