@@ -20,11 +20,9 @@ import path from 'node:path';
 import { types } from '@kuasar/api';
 import { REPO_ROOT, SandboxerProcess, buildShim, leftoverMounts, pssKiB, shimEnv } from '@kuasar/e2e';
 import {
-  BUSYBOX_IMAGE, PrivateContainerd, WASM_IMAGE, WASM_IMAGE_OUTPUT, busyboxImage, containerdAvailability, controllerCall, importImage,
-  podSandboxOptions, wasmImage, wasmImageSpec, wat2wasm, type ControllerMethod,
+  BUSYBOX_IMAGE, ClientIO, PrivateContainerd, WASM_IMAGE, WASM_IMAGE_OUTPUT, busyboxImage, connectSandboxer, containerdAvailability,
+  controllerCall, importImage, podSandboxOptions, runTask, wasmImage, wasmImageSpec, wat2wasm, type ControllerMethod,
 } from '@kuasar/testkit';
-// in testkit's src, not (yet) in its index
-import { ClientIO, connectSandboxer, runTask } from '@kuasar/testkit/src/sandboxer-clients';
 import { busyboxBundle } from './bare-oci';
 import type { RatioRow } from './report';
 import { ratio, summarize } from './stats';
@@ -74,20 +72,6 @@ export function wasmRowSkipReason(): string | undefined {
   for (const bin of [WASM_BINARY, RUNC_BINARY]) if (!existsSync(bin)) return `${path.relative(REPO_ROOT, bin)} is not built (pnpm build)`;
   const avail = containerdAvailability(CONTAINERD);
   return 'reason' in avail ? `containerd ${CONTAINERD}: ${avail.reason}` : undefined;
-}
-
-/** Sets process.env while fn runs: PrivateContainerd passes its environment to containerd, containerd to the shims. */
-async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, env);
-  try {
-    return await fn();
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
 }
 
 export interface WasmRowResults {
@@ -226,7 +210,7 @@ export async function measureWasmTasks(runs: number, progress: (msg: string) => 
   const loadStart = loadavg();
   try {
     const env = { PATH: `${binDir}:${process.env.PATH ?? '/usr/bin:/bin'}`, ...shimEnv('wasm', path.join(dirs.wasm, 'task.sock')), ...shimEnv('runc', path.join(dirs.runc, 'task.sock')) };
-    ctrd = await withEnv(env, () => PrivateContainerd.start({ version: CONTAINERD }));
+    ctrd = await PrivateContainerd.start({ version: CONTAINERD, env });
     for (const [kind, bin] of [['wasm', WASM_BINARY], ['runc', RUNC_BINARY]] as const) {
       mkdirSync(dirs[kind], { recursive: true });
       sandboxers[kind] = await SandboxerProcess.start({

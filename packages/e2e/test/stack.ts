@@ -41,20 +41,6 @@ export function verboseInfo(info: Record<string, string>): { pid?: number; netns
   return { pid: j.pid, netns: j.runtimeSpec?.linux?.namespaces?.find((n) => n.type === 'network')?.path };
 }
 
-/** Runs fn with process.env extended (PrivateContainerd passes process.env to containerd, containerd to shims). */
-async function withEnv<T>(env: Record<string, string>, fn: () => Promise<T>): Promise<T> {
-  const saved = Object.fromEntries(Object.keys(env).map((k) => [k, process.env[k]]));
-  Object.assign(process.env, env);
-  try {
-    return await fn();
-  } finally {
-    for (const [k, v] of Object.entries(saved)) {
-      if (v === undefined) delete process.env[k];
-      else process.env[k] = v;
-    }
-  }
-}
-
 /** One sandbox as `kuasarctl list -o json` prints it (the fields the tests read). */
 export interface ListedSandbox {
   id: string;
@@ -64,14 +50,6 @@ export interface ListedSandbox {
   containers: { id: string; namespace: string; type: string; state: string; pid: number }[];
   live: { state: string; pid: number; address: string; info?: Record<string, unknown> } | null;
   liveError: string | null;
-}
-
-// PrivateContainerd (testkit) has no public restart yet; its private spawn/waitReady do exactly what a restart
-// needs and keep stop() working. TODO(testkit): a public restart().
-interface Restartable {
-  spawn(): void;
-  waitReady(ms: number): Promise<void>;
-  exited: Promise<void>;
 }
 
 /** A pod made by Stack.runPod and its one container; `logPath` is the container's CRI log. */
@@ -155,7 +133,7 @@ export class Stack {
     this.cni = createCniSetup();
     const listen = this.listen;
     const extraConfig = kuasarContainerdConfig(this.version, kind.kind, listen, this.cni);
-    this.ctrd = await withEnv(this.containerdEnv(), () => PrivateContainerd.start({ version: this.version, extraConfig }));
+    this.ctrd = await PrivateContainerd.start({ version: this.version, extraConfig, env: this.containerdEnv() });
     this.sb = await SandboxerProcess.start({
       kind: kind.kind,
       command: kind.command(),
@@ -233,13 +211,7 @@ export class Stack {
    */
   async restartContainerd(withShim = usesShim(this.version)): Promise<void> {
     if (withShim) buildShim(this.shimDir);
-    const r = this.ctrd as unknown as Restartable;
-    process.kill(this.ctrd.pid!, 'SIGTERM');
-    await r.exited;
-    await withEnv(this.containerdEnv(withShim), async () => {
-      r.spawn();
-      await r.waitReady(30_000);
-    });
+    await this.ctrd.restart('SIGTERM', this.containerdEnv(withShim));
     await this.client.waitReady();
   }
 

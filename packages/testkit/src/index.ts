@@ -17,4 +17,4 @@ export { CNI_BIN_DIR, CniSetupError, createCniSetup, criConfig, criRuntimeTable,
 export type { CriClientOptions, CriLogLine, ExecResult, PodWithContainer, RunPodOptions } from './cri-client';
 export { CriClient, CriError, CriLogFormatError, criLogStream, parseCriLog, readCriLog } from './cri-client';
 export { WASM_IMAGE, WASM_IMAGE_MODULES, WASM_IMAGE_OUTPUT, wasmImage, wasmImageSpec, wat2wasm } from './wasm-image';
-export { controllerCall, podSandboxOptions, type ControllerMethod, type PodConfigInput } from './sandboxer-clients';
+export { ClientIO, connectSandboxer, controllerCall, podSandboxOptions, runTask, type ControllerMethod, type PodConfigInput } from './sandboxer-clients';

@@ -17,6 +17,11 @@ export interface StartOptions {
   startTimeoutMs?: number;
   /** Parent of the instance's temp dir; default os.tmpdir(). Keep it short: socket paths max 107 bytes. */
   baseDir?: string;
+  /**
+   * Added to the daemon's environment, which containerd passes on to the shims it starts (e.g. a PATH with a node's
+   * thin shims, or the shims' settings). A restart keeps it unless given another.
+   */
+  env?: NodeJS.ProcessEnv;
 }
 
 export interface CtrOptions {
@@ -74,6 +79,8 @@ export class PrivateContainerd {
   private child: ChildProcess | undefined;
   private exited: Promise<void>;
   private stopped = false;
+  /** start()'s env, kept for restarts */
+  private env: NodeJS.ProcessEnv = {};
   private finalLog: string | undefined;
   private readonly preexisting: Set<string>;
 
@@ -123,8 +130,9 @@ export class PrivateContainerd {
     const tables = firstTable < 0 ? '' : extra.slice(firstTable);
     const base = configText(opts.version, dir).replace(/^(version = \d)$/m, `$1\n${topKeys.trim()}`);
     writeFileSync(ctrd.configPath, `${base}\n\n${tables}\n`);
+    ctrd.env = opts.env ?? {};
     try {
-      ctrd.spawn();
+      ctrd.spawn(ctrd.env);
       await ctrd.waitReady(opts.startTimeoutMs ?? 30_000);
     } catch (err) {
       const log = ctrd.logs();
@@ -221,9 +229,9 @@ export class PrivateContainerd {
   /**
    * Ends the daemon with `signal` (SIGKILL: a crash) and starts it again on the same root, state and sockets, as a
    * node's containerd restart would: tasks, shims and sandboxers keep running meanwhile. `env` is added to the
-   * restarted daemon's (e.g. a PATH with the runtime binaries a node has installed).
+   * restarted daemon's (e.g. a PATH with the runtime binaries a node has installed); default: start()'s `env`.
    */
-  async restart(signal: NodeJS.Signals = 'SIGKILL', env: NodeJS.ProcessEnv = {}, startTimeoutMs = 30_000): Promise<void> {
+  async restart(signal: NodeJS.Signals = 'SIGKILL', env: NodeJS.ProcessEnv = this.env, startTimeoutMs = 30_000): Promise<void> {
     if (this.stopped) throw new ContainerdStartError('restart: this containerd was stopped');
     const child = this.child;
     if (child && child.exitCode === null && child.signalCode === null) {

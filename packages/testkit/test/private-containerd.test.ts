@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, copyFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,6 +75,20 @@ describe.each(CONTAINERD_VERSIONS.map((v) => [v]))('containerd %s', (version: Co
     expect(c.logs()).toMatch(/containerd successfully booted/);
     if (!runBefore) expect(existsSync('/run/containerd')).toBe(false);
     if (!optBefore) expect(existsSync('/opt/containerd')).toBe(false);
+  });
+
+  maybe('start env reaches the daemon and survives a restart; a restart with another env replaces it', async () => {
+    const environ = (pid: number) => readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    const c = await PrivateContainerd.start({ version, env: { KUASAR_TEST_MARK: 'start' } });
+    try {
+      expect(environ(c.pid!)).toContain('KUASAR_TEST_MARK=start');
+      await c.restart('SIGTERM');
+      expect(environ(c.pid!)).toContain('KUASAR_TEST_MARK=start');
+      await c.restart('SIGTERM', { KUASAR_TEST_MARK: 'again' });
+      expect(environ(c.pid!)).toContain('KUASAR_TEST_MARK=again');
+    } finally {
+      await c.stop();
+    }
   });
 
   maybe('stop() kills a running task and its shim and unmounts what is left under its root', async () => {
