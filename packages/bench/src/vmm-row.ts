@@ -8,14 +8,13 @@
 // Rounds alternate the order (./alternate). Then memory: the sandboxer's PSS and that of its helper processes (not
 // QEMU) with no VM and with N VMs, per VM; and the agent's RSS, read by each container from /proc/1/status (the
 // container shares the guest's pid namespace, where the agent is PID 1).
-import { execFileSync, spawn } from 'node:child_process';
-import { constants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { sandboxApi, task } from '@kuasar/api';
 import { SANDBOXERS, SandboxerProcess, leftoverMounts, pssKiB, vmmSkipReason } from '@kuasar/e2e';
-import { controllerCall } from '@kuasar/testkit';
+import { ClientIO, controllerCall } from '@kuasar/testkit';
 import { TtrpcClient, createClient } from '@kuasar/ttrpc';
 import { alternate } from './alternate';
 import type { RatioRow } from './report';
@@ -54,17 +53,6 @@ export interface VmmRowResults {
   agentRssKiB: number[];
 }
 
-
-/** A FIFO opened as containerd's cio opens an output: read end, non-blocking, before Create. */
-function outputFifo(p: string): { path: string; first: Promise<void>; text(): string; close(): void } {
-  execFileSync('mkfifo', [p]);
-  const s = new net.Socket({ fd: openSync(p, constants.O_RDONLY | constants.O_NONBLOCK), readable: true, writable: false });
-  const chunks: Buffer[] = [];
-  const first = new Promise<void>((resolve) => s.once('data', () => resolve()));
-  s.on('data', (c: Buffer) => chunks.push(c));
-  s.on('error', () => undefined);
-  return { path: p, first, text: () => Buffer.concat(chunks).toString(), close: () => { s.destroy(); rmSync(p, { force: true }); } };
-}
 
 async function until<T>(fn: () => T | undefined, ms: number, what: string): Promise<T> {
   const end = Date.now() + ms;
@@ -190,24 +178,25 @@ export async function measureVmmStart(rounds: number, vms: number, progress: (ms
   const tasks = createClient(task.TaskV3Definition, conn);
   const live = new Set<string>();
   const agentRssKiB: number[] = [];
-  const fifos: ReturnType<typeof outputFifo>[] = [];
+  const fifos: ClientIO[] = [];
   let seq = 0;
 
   const startPod = async (): Promise<{ id: string; ms: number }> => {
     const id = `vb${seq++}`;
     const b = bundle(bundles, id, POD_ARGS);
-    const out = outputFifo(path.join(base, `${id}.out`));
+    const out = new ClientIO(base, { stderr: false });
     fifos.push(out);
+    const first = out.firstOutput();
     const t0 = process.hrtime.bigint();
     live.add(id);
     await call('create', { sandboxId: id, options: podOptions(id), netnsPath: '', sandboxer: 'vmm' });
     await call('start', { sandboxId: id });
-    await tasks.create(task.CreateTaskRequest.fromPartial({ id: `${id}-c`, bundle: b, stdout: out.path }));
+    await tasks.create(task.CreateTaskRequest.fromPartial({ id: `${id}-c`, bundle: b, stdout: out.stdout }));
     await tasks.start(task.StartRequest.fromPartial({ id: `${id}-c` }));
-    await out.first;
+    await first;
     const ms = Number(process.hrtime.bigint() - t0) / 1e6;
-    const m = await until(() => /agent=(\S+) VmRSS:\s+(\d+) kB/.exec(out.text()) ?? undefined, 30_000, `${id}: the agent's RSS`);
-    if (!out.text().startsWith('hi\n') || m[1] !== 'qjs') throw new VmmRowError(`${id}: container printed ${JSON.stringify(out.text())}`);
+    const m = await until(() => /agent=(\S+) VmRSS:\s+(\d+) kB/.exec(out.outSoFar) ?? undefined, 30_000, `${id}: the agent's RSS`);
+    if (!out.outSoFar.startsWith('hi\n') || m[1] !== 'qjs') throw new VmmRowError(`${id}: container printed ${JSON.stringify(out.outSoFar)}`);
     agentRssKiB.push(Number(m[2]));
     return { id, ms };
   };
