@@ -3,7 +3,7 @@ export { quarkSandboxerSpec } from './sandboxer-spec';
 export type { QuarkSpecOptions } from './sandboxer-spec';
 export { QuarkSandboxer, sandboxSpec } from './quark-sandboxer';
 export type { QuarkSandboxerOptions } from './quark-sandboxer';
-export { RunscEngine, processAlive, POD_ANNOTATION, CRI_CONTAINER_TYPE, CRI_SANDBOX_ID } from './runsc-engine';
+export { RunscEngine, POD_ANNOTATION, CRI_CONTAINER_TYPE, CRI_SANDBOX_ID } from './runsc-engine';
 export type { RunscEngineOptions } from './runsc-engine';
 export { QuarkEngine, QuarkNotInstalledError, quarkBinary } from './quark-engine';
 export type { QuarkEngineOptions } from './quark-engine';

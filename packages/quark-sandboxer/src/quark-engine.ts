@@ -14,8 +14,9 @@ import {
   type ContainerCreate, type ContainerRef, type EngineAny, type EngineExit, type EngineStatus,
   type OciLinuxResources, type OciProcess, type OciSpec, type ProcessStdio,
 } from '@kuasar/task';
+import { isRunning } from '@kuasar/sys';
 import { TtrpcClient, createClient, type ServiceClient } from '@kuasar/ttrpc';
-import { POD_ANNOTATION, processAlive } from './runsc-engine';
+import { POD_ANNOTATION } from './runsc-engine';
 import type { SandboxEngine } from './sandbox-engine';
 
 const OCI_SPEC_TYPE = 'types.containerd.io/opencontainers/runtime-spec/1/Spec';
@@ -93,7 +94,7 @@ export class QuarkEngine implements SandboxEngine {
     // quark daemonises: its sandbox is nobody's child of ours, so only its disappearance is observable
     return new Promise((resolve) => {
       const t = setInterval(() => {
-        if (processAlive(pid)) return;
+        if (isRunning(pid)) return;
         clearInterval(t);
         resolve(255);
       }, this.o.pollMs ?? 500);
@@ -108,7 +109,7 @@ export class QuarkEngine implements SandboxEngine {
 
   async destroySandbox(pod: string): Promise<void> {
     const pid = this.podPid(pod);
-    if (pid && processAlive(pid)) process.kill(pid, 'SIGKILL');
+    if (pid && isRunning(pid)) process.kill(pid, 'SIGKILL');
     const c = this.clients.get(pod);
     this.clients.delete(pod);
     await c?.then((x) => x.conn.close()).catch(() => undefined);

@@ -17,7 +17,8 @@ import {
 } from '@kuasar/runc-sandboxer';
 import { Code, TtrpcError, type OciSpec, type TaskHooks } from '@kuasar/task';
 import type { task } from '@kuasar/api';
-import { CRI_CONTAINER_TYPE, CRI_SANDBOX_ID, POD_ANNOTATION, processAlive } from './runsc-engine';
+import { isRunning } from '@kuasar/sys';
+import { CRI_CONTAINER_TYPE, CRI_SANDBOX_ID, POD_ANNOTATION } from './runsc-engine';
 import type { SandboxEngine } from './sandbox-engine';
 
 const SIGTERM = 15;
@@ -37,6 +38,11 @@ export interface QuarkSandboxerOptions {
   engine: SandboxEngine;
   /** static binary run as the root container's init, with -P (catatonit's pause mode) */
   pause: string;
+  /**
+   * The id the engine's runtime knows a containerd sandbox id by, for the sandbox-id annotation it reads (gVisor:
+   * runscId); default: the containerd id.
+   */
+  runtimeId?: (id: string) => string;
 }
 
 function stateOf(sandbox: Sandbox): QuarkPodState {
@@ -100,6 +106,7 @@ export class QuarkSandboxer implements Sandboxer {
   private readonly logger: Logger;
   private readonly engine: SandboxEngine;
   private readonly pause: string;
+  private readonly runtimeId: (id: string) => string;
   private readonly pods = new Map<string, PodRuntime>();
   private tasks: PodTasks | undefined;
   readonly hooks: TaskHooks;
@@ -108,6 +115,7 @@ export class QuarkSandboxer implements Sandboxer {
     this.logger = o.logger.child({ component: 'quark-sandboxer' });
     this.engine = o.engine;
     this.pause = o.pause;
+    this.runtimeId = o.runtimeId ?? ((id) => id);
     this.hooks = {
       prepareContainer: (req, spec, ns) => this.prepareContainer(req, spec, ns),
       containerRemoved: (id, ns) => this.containerRemoved(id, ns),
@@ -173,7 +181,7 @@ export class QuarkSandboxer implements Sandboxer {
       await this.engine.destroySandbox(sandbox.id, bundle);
       // a reaped status, when it comes in time, wins over the one we assume for a killed sandbox
       await Promise.race([rt.exited, delay(1000)]);
-      if (!processAlive(pid)) rt.resolveExit(128 + SIGKILL);
+      if (!isRunning(pid)) rt.resolveExit(128 + SIGKILL);
     }
   }
 
@@ -207,7 +215,7 @@ export class QuarkSandboxer implements Sandboxer {
       return 'alive';
     }
     const pid = s.sandboxPid ?? 0;
-    if (!processAlive(pid) || (s.sandboxStart !== undefined && startTimeOf(pid) !== s.sandboxStart)) {
+    if (!isRunning(pid) || (s.sandboxStart !== undefined && startTimeOf(pid) !== s.sandboxStart)) {
       sandbox.logger.info({ pid }, 'pod sandbox is gone');
       return 'dead';
     }
@@ -242,7 +250,7 @@ export class QuarkSandboxer implements Sandboxer {
       // not one of our pods (ctr run; containerd 1.x CRI, whose pause container is a task): runsc's own annotations,
       // if any, decide (no container type = a sandbox of its own)
       if (sandboxId !== undefined) this.logger.info({ id: req.id, sandbox: sandboxId }, 'sandbox is not a quark pod of this sandboxer; running the container standalone');
-      return spec;
+      return this.joinByRuntimeId(spec);
     }
     const sandbox = rt.sandbox;
     if (sandbox.record.state !== 'ready' || !rt.accepting) {
@@ -262,11 +270,23 @@ export class QuarkSandboxer implements Sandboxer {
     const out: OciSpec = {
       ...spec,
       linux,
-      annotations: { ...(spec.annotations ?? {}), [CRI_CONTAINER_TYPE]: 'container', [CRI_SANDBOX_ID]: sandbox.id, [POD_ANNOTATION]: sandbox.id },
+      annotations: { ...(spec.annotations ?? {}), [CRI_CONTAINER_TYPE]: 'container', [CRI_SANDBOX_ID]: this.runtimeId(sandbox.id), [POD_ANNOTATION]: sandbox.id },
     } as OciSpec;
     delete (out as { hostname?: string }).hostname; // the kernel's hostname is the pod's
     addPodMember(sandbox, { namespace, id: req.id, bundle: req.bundle });
     return out;
+  }
+
+  /**
+   * runsc finds the sandbox a subcontainer joins by the exact runsc id in its `io.kubernetes.cri.sandbox-id`
+   * annotation, and runsc ids are not containerd ids (runscId). CRI 1.x's pause container arrives as a task of no
+   * pod of ours and runs as the runsc id of its containerd id, so its app containers' annotation must name that.
+   * A sandbox's own annotation (container type `sandbox` or none) is left alone.
+   */
+  private joinByRuntimeId(spec: OciSpec): OciSpec {
+    const sandbox = spec.annotations?.[CRI_SANDBOX_ID];
+    if ((spec.annotations?.[CRI_CONTAINER_TYPE] ?? 'sandbox') === 'sandbox' || !sandbox || this.runtimeId(sandbox) === sandbox) return spec;
+    return { ...spec, annotations: { ...spec.annotations, [CRI_SANDBOX_ID]: this.runtimeId(sandbox) } };
   }
 
   private containerRemoved(id: string, namespace: string): void {

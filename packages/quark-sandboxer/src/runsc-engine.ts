@@ -15,7 +15,7 @@ import type { StdioOptions } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '@kuasar/sandbox';
-import { Reaper, listPids, setChildSubreaper, zombieChildIdentities } from '@kuasar/sys';
+import { Reaper, isRunning, listPids, setChildSubreaper, zombieChildIdentities } from '@kuasar/sys';
 import type { SandboxEngine } from './sandbox-engine';
 import {
   Code, OciCliEngine, TtrpcError, readPidFile,
@@ -85,34 +85,11 @@ function key(c: Pick<ContainerRef, 'namespace' | 'id'>): string {
   return `${c.namespace}/${c.id}`;
 }
 
-/**
- * runsc finds a subcontainer's sandbox by the exact runsc id in its `io.kubernetes.cri.sandbox-id` annotation: the
- * containerd id there (QuarkSandboxer's pod id, or CRI 1.x's pause container id) becomes the runsc id in the
- * bundle's config.json, which runsc reads.
- */
-function joinSandboxByRunscId(bundle: string, spec: OciSpec): void {
-  const sandbox = spec.annotations?.[CRI_SANDBOX_ID];
-  if (!sandbox || runscId(sandbox) === sandbox) return;
-  const out = { ...spec, annotations: { ...spec.annotations, [CRI_SANDBOX_ID]: runscId(sandbox) } };
-  fs.writeFileSync(path.join(bundle, 'config.json'), JSON.stringify(out));
-}
-
 function readSpec(bundle: string): OciSpec | undefined {
   try {
     return JSON.parse(fs.readFileSync(path.join(bundle, 'config.json'), 'utf8')) as OciSpec;
   } catch {
     return undefined;
-  }
-}
-
-/** Alive and not a zombie. */
-export function processAlive(pid: number): boolean {
-  if (!(pid > 0)) return false;
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
   }
 }
 
@@ -151,7 +128,7 @@ export function runscProcesses(dir: string): number[] {
     const argv = cmdline(pid).split('\0');
     if (!path.basename(argv[0] ?? '').startsWith('runsc')) continue;
     const hit = argv.some((a, i) => a === `--root=${dir}` || (a === '--root' && argv[i + 1] === dir));
-    if (hit && processAlive(pid)) out.push(pid);
+    if (hit && isRunning(pid)) out.push(pid);
   }
   return out;
 }
@@ -299,8 +276,8 @@ export class RunscEngine implements SandboxEngine {
         }
       }
       const end = Date.now() + KILL_WAIT_MS;
-      while (left.some(processAlive) && Date.now() < end) await delay(20);
-      const alive = left.filter(processAlive);
+      while (left.some(isRunning) && Date.now() < end) await delay(20);
+      const alive = left.filter(isRunning);
       // zombies among them are reaped by the reaper (tracked ones) or the orphan sweep, never here: some may be
       // runsc calls Node spawned, whose exits belong to libuv
       if (alive.length > 0) this.logger?.error({ pod, pids: alive }, 'runsc processes of the pod survived SIGKILL');
@@ -331,8 +308,8 @@ export class RunscEngine implements SandboxEngine {
   }
 
   async create(c: ContainerRef, init: ContainerCreate): Promise<{ pid: number; helpers?: number[] }> {
+    // a subcontainer's sandbox-id annotation already holds the runsc id (QuarkSandboxer.prepareContainer wrote it)
     const at = this.placement(c, init.spec);
-    if (!at.root) joinSandboxByRunscId(c.bundle, init.spec);
     // a subcontainer's `runsc create` only prepares its gofer; its process gets the stdio of `runsc start`
     const out = await at.cli.create(at.ref, at.root ? init : { ...init, stdio: init.stdio.terminal ? init.stdio : { terminal: false } });
     this.known.add(key(c));
@@ -416,7 +393,7 @@ export class RunscEngine implements SandboxEngine {
       this.adoptExecs(c, at);
     }
     if ((s.status === 'running' || s.status === 'paused') && !this.watched.has(key(c))) {
-      if (!processAlive(s.pid)) return { status: 'stopped', pid: s.pid };
+      if (!isRunning(s.pid)) return { status: 'stopped', pid: s.pid };
       this.watch(c, at, s.pid);
     }
     return s;
@@ -486,7 +463,7 @@ export class RunscEngine implements SandboxEngine {
       } catch {
         continue;
       }
-      if (!processAlive(waiter) || !cmdline(waiter).includes(pidFile)) {
+      if (!isRunning(waiter) || !cmdline(waiter).includes(pidFile)) {
         this.emit({ id: c.id, execId, status: 255 });
         continue;
       }
@@ -634,7 +611,7 @@ export class RunscEngine implements SandboxEngine {
     for (const w of list) {
       const k = key(w.c);
       if (this.watched.get(k) !== w || this.waiting.has(k)) continue;
-      const sandboxGone = !processAlive(w.sandboxPid);
+      const sandboxGone = !isRunning(w.sandboxPid);
       const status = states?.get(w.at.ref.id);
       if (!sandboxGone && (states === undefined || status === 'running' || status === 'paused' || status === 'created')) continue;
       if (w.at.root && this.tracked.has(w.sandboxPid)) {

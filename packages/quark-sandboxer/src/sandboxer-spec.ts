@@ -4,7 +4,7 @@ import { taskServicePodTasks } from '@kuasar/runc-sandboxer';
 import { QUARK_CONFIG_SCHEMA, detectHost, runscSettings, runscWarnings, type HostFacts } from './config';
 import { QuarkEngine, quarkBinary } from './quark-engine';
 import { QuarkSandboxer } from './quark-sandboxer';
-import { RunscEngine } from './runsc-engine';
+import { RunscEngine, runscId } from './runsc-engine';
 import type { SandboxEngine } from './sandbox-engine';
 
 export interface QuarkSpecOptions {
@@ -31,13 +31,13 @@ export function quarkSandboxerSpec(version: string, o: QuarkSpecOptions = {}): S
       if (!path.isAbsolute(c.pause)) throw new ConfigError(`[quark] pause must be an absolute path, got ${JSON.stringify(c.pause)}`);
       if (c.engine === 'quark') {
         engine = new QuarkEngine({ binary: quarkBinary(c.quark), root: path.join(ctx.dir, '.quark'), logger: ctx.logger });
-      } else {
-        const settings = runscSettings(c, o.host ?? detectHost());
-        for (const w of runscWarnings(settings.version)) ctx.logger.warn({ runsc: settings.binary }, w);
-        ctx.logger.info({ runsc: settings.binary, version: settings.version.text, go: settings.version.go, platform: settings.platform, network: settings.network }, 'gVisor engine');
-        engine = new RunscEngine({ binary: settings.binary, globalArgs: settings.globalArgs, root, logger: ctx.logger, exitPollMs: c.exit_poll_ms });
+        return new QuarkSandboxer({ logger: ctx.logger, engine, pause: c.pause });
       }
-      return new QuarkSandboxer({ logger: ctx.logger, engine, pause: c.pause });
+      const settings = runscSettings(c, o.host ?? detectHost());
+      for (const w of runscWarnings(settings.version)) ctx.logger.warn({ runsc: settings.binary }, w);
+      ctx.logger.info({ runsc: settings.binary, version: settings.version.text, go: settings.version.go, platform: settings.platform, network: settings.network }, 'gVisor engine');
+      engine = new RunscEngine({ binary: settings.binary, globalArgs: settings.globalArgs, root, logger: ctx.logger, exitPollMs: c.exit_poll_ms });
+      return new QuarkSandboxer({ logger: ctx.logger, engine, pause: c.pause, runtimeId: runscId });
     },
     createEngine() {
       if (!engine) throw new Error('createSandboxer must run before createEngine');

@@ -256,15 +256,6 @@ export async function startSandboxer<S extends ConfigSchema, K extends Sandboxer
   };
 }
 
-/** Kind objects that hold timers, reapers or listeners in this process (e.g. a sandboxer's pod-exit polls). */
-interface Closable {
-  close(): unknown;
-}
-
-function closable(x: unknown): x is Closable {
-  return typeof (x as Partial<Closable> | undefined)?.close === 'function';
-}
-
 /**
  * The engine and the kind's sandboxer release their timers, reapers and listeners once nothing calls them any more
  * (after the servers and the task service closed), so a closed sandboxer leaves no handle behind; pods and
@@ -272,9 +263,8 @@ function closable(x: unknown): x is Closable {
  */
 async function closeKind(engine: Engine | undefined, sandboxer: Sandboxer, log: Logger): Promise<void> {
   for (const [what, x] of [['engine', engine], ['sandboxer', sandboxer]] as const) {
-    if (!closable(x)) continue;
     try {
-      await x.close();
+      await x?.close?.();
     } catch (err) {
       log.warn({ err: messageOf(err), what }, 'closing failed');
     }

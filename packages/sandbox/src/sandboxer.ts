@@ -57,4 +57,11 @@ export interface Sandboxer {
 
   /** Told after the framework applied and persisted an Update; `fields` as sent (empty = whole record). */
   update?(sandbox: Sandbox, fields: readonly string[]): Promise<void>;
+
+  /**
+   * The sandboxer process is stopping gracefully (this is not a Shutdown: sandboxes keep running). Release what the
+   * kind holds in this process (timers such as pod-exit polls, reapers, listeners, sockets, connections) so nothing
+   * of it keeps the process alive. Called once, after the servers and the task service closed; a failure is logged.
+   */
+  close?(): void | Promise<void>;
 }
