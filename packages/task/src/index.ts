@@ -15,7 +15,7 @@ export {
   cgroupDirsOfPid, readMetrics, readOomKillCount, readV1Metrics, readV2Metrics, resolveCgroupDirs,
 } from './cgroup-stats';
 export type { CgroupDirs, CgroupMetrics, V1Metrics, V2Metrics } from './cgroup-stats';
-export { packCgroupMetrics, runtimeStatsToV1, V1_METRICS_TYPE, V2_METRICS_TYPE } from './metrics';
+export { packCgroupMetrics, packTaskUsage, runtimeStatsToV1, V1_METRICS_TYPE, V2_METRICS_TYPE, type TaskUsage } from './metrics';
 export { sharesPidNamespace } from './oci';
 export type { OciLinuxResources, OciProcess, OciSpec } from './oci';
 export { TaskStore } from './task-store';

@@ -1,7 +1,7 @@
 // Packs container metrics as the Any that StatsResponse carries: io.containerd.cgroups.v1.Metrics on cgroup v1
 // (and hybrid) hosts, io.containerd.cgroups.v2.Metrics on unified hosts — the only types CRI's stats code decodes.
 import type { EngineAny } from './engine';
-import type { CgroupMetrics, V1Metrics, V1BlkIOEntry, V1MemoryEntry } from './cgroup-stats';
+import type { CgroupMetrics, CgroupMode, V1Metrics, V1BlkIOEntry, V1MemoryEntry } from './cgroup-stats';
 import { cgroupsV1, cgroupsV2, packAny } from '@kuasar/api';
 
 export const V1_METRICS_TYPE = 'io.containerd.cgroups.v1.Metrics';
@@ -14,10 +14,57 @@ export function packCgroupMetrics(m: CgroupMetrics): EngineAny {
   return packAny(V2_METRICS_TYPE, cgroupsV2.Metrics, cgroupsV2.Metrics.fromPartial(m.metrics as cgroupsV2.DeepPartial<cgroupsV2.Metrics>));
 }
 
+/**
+ * The few figures an engine with no host cgroup of its own can give (a VM guest agent's reply, a wasm runner's
+ * count). They may come from outside this process, so a figure that is not a finite number counts as 0 and a
+ * negative or fractional one is clamped and truncated.
+ */
+export interface TaskUsage {
+  /** processes (or modules) running */
+  pids: number;
+  /** 0 or absent = no limit */
+  pidsLimit?: number;
+  /** memory in use, bytes */
+  memoryUsage: number;
+  /** 0 or absent = no limit */
+  memoryLimit?: number;
+  /** the part of memoryUsage that is anonymous; carried only by v1 (rss and total_rss, which CRI reports as RSS) */
+  memoryRss?: number;
+  /** cgroup v2 cpu.stat figures in microseconds; absent = no CPU message at all */
+  cpu?: { usageUsec: number; userUsec: number; systemUsec: number };
+}
+
+/**
+ * Packs a TaskUsage as the Metrics of the given cgroup version. An engine picks the version its consumer expects:
+ * the host's for a process on the host, v2 for a guest that runs a unified hierarchy.
+ */
+export function packTaskUsage(mode: CgroupMode, u: TaskUsage): EngineAny {
+  const pids = { current: u64(u.pids), limit: u64(u.pidsLimit) };
+  const usage = u64(u.memoryUsage);
+  const limit = u64(u.memoryLimit);
+  if (mode === 'v2') {
+    const cpu = u.cpu && { usageUsec: u64(u.cpu.usageUsec), userUsec: u64(u.cpu.userUsec), systemUsec: u64(u.cpu.systemUsec) };
+    return packCgroupMetrics({ mode, metrics: { pids, ...(cpu && { cpu }), memory: { usage, usageLimit: limit }, hugetlb: [] } });
+  }
+  const rss = u64(u.memoryRss);
+  // v1's cpuacct figures are nanoseconds
+  const cpu = u.cpu && {
+    usage: { total: u64(u.cpu.usageUsec) * 1000n, user: u64(u.cpu.userUsec) * 1000n, kernel: u64(u.cpu.systemUsec) * 1000n, perCpu: [] },
+  };
+  return packCgroupMetrics({
+    mode,
+    metrics: { pids, ...(cpu && { cpu }), memory: { rss, totalRss: rss, usage: { usage, limit, max: 0n, failcnt: 0n } }, hugetlb: [] },
+  });
+}
+
+function u64(v: number | undefined): bigint {
+  return typeof v === 'number' && Number.isFinite(v) ? BigInt(Math.max(0, Math.trunc(v))) : 0n;
+}
+
 /** `runc/runsc events --stats` prints libcontainer's types.Stats; convert it to the v1 Metrics shape. */
 export function runtimeStatsToV1(data: unknown): V1Metrics {
   const s = (data ?? {}) as RuntimeStats;
-  const n = (v: number | undefined) => BigInt(Math.max(0, Math.trunc(v ?? 0)));
+  const n = u64;
   const entry = (e: RuntimeMemoryEntry | undefined): V1MemoryEntry | undefined =>
     e ? { limit: n(e.limit), usage: n(e.usage), max: n(e.max), failcnt: n(e.failcnt) } : undefined;
   const m: V1Metrics = { hugetlb: [] };

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  Code, TtrpcError, packCgroupMetrics,
+  Code, TtrpcError, packTaskUsage,
   type ContainerCreate, type ContainerRef, type Engine, type EngineAny, type EngineExit, type EngineStatus,
   type OciLinuxResources, type OciProcess, type OciSpec, type ProcessStdio,
 } from '@kuasar/task';
@@ -21,6 +21,12 @@ export const SANDBOX_ID_ANNOTATION = 'io.kuasar.sandbox-id';
 const OUTPUT_DRAIN_MS = 3_000;
 /** How long a call waits for a (re)connecting agent. */
 const AGENT_WAIT_MS = 30_000;
+
+/** The agent's container.stats reply (from the guest's cgroup v2 files); a field missing or not a number counts as 0. */
+interface GuestStats {
+  pids: number; pidsLimit: number; memoryUsage: number; memoryLimit: number;
+  cpuUsageUsec: number; cpuUserUsec: number; cpuSystemUsec: number;
+}
 
 interface ExitEventFields {
   containerId?: unknown;
@@ -216,16 +222,11 @@ export class VmmEngine implements Engine {
   }
 
   async stats(c: ContainerRef): Promise<EngineAny> {
-    const s = await (await this.podFor(c)).agent.call<Record<string, unknown>>('container.stats', { id: c.id });
-    const n = (k: string): bigint => (typeof s[k] === 'number' && Number.isFinite(s[k]) ? BigInt(Math.max(0, Math.trunc(s[k] as number))) : 0n);
-    return packCgroupMetrics({
-      mode: 'v2',
-      metrics: {
-        pids: { current: n('pids'), limit: n('pidsLimit') },
-        cpu: { usageUsec: n('cpuUsageUsec'), userUsec: n('cpuUserUsec'), systemUsec: n('cpuSystemUsec') },
-        memory: { usage: n('memoryUsage'), usageLimit: n('memoryLimit') },
-        hugetlb: [],
-      },
+    const s = await (await this.podFor(c)).agent.call<GuestStats>('container.stats', { id: c.id });
+    // v2 whatever the host runs: the figures are the guest's, and its kernel mounts a unified hierarchy
+    return packTaskUsage('v2', {
+      pids: s.pids, pidsLimit: s.pidsLimit, memoryUsage: s.memoryUsage, memoryLimit: s.memoryLimit,
+      cpu: { usageUsec: s.cpuUsageUsec, userUsec: s.cpuUserUsec, systemUsec: s.cpuSystemUsec },
     });
   }
 

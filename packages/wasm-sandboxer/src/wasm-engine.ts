@@ -5,7 +5,7 @@ import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { dup, openPty, sendFd } from '@kuasar/sys';
 import {
-  Code, TtrpcError, packCgroupMetrics,
+  Code, TtrpcError, packTaskUsage,
   type ContainerCreate, type ContainerRef, type Engine, type EngineAny, type EngineExit, type EngineStatus,
   type OciLinuxResources, type OciProcess, type ProcessStdio,
 } from '@kuasar/task';
@@ -308,13 +308,9 @@ function usageOf(wc: WasmContainer): WasmUsage {
 
 /** cgroups v1 Metrics on v1 and hybrid hosts, v2 on unified ones, as CRI's stats code expects from a runc shim. */
 export function packWasmMetrics(u: WasmUsage): EngineAny {
-  const usage = BigInt(u.memoryBytes);
-  const limit = BigInt(u.limitBytes);
-  const pids = { current: BigInt(u.modules), limit: 0n };
-  if (CGROUP_V2) return packCgroupMetrics({ mode: 'v2', metrics: { pids, memory: { usage, usageLimit: limit }, hugetlb: [] } });
-  return packCgroupMetrics({
-    mode: 'v1',
-    metrics: { pids, memory: { rss: usage, totalRss: usage, usage: { usage, limit, max: 0n, failcnt: 0n } }, hugetlb: [] },
+  // linear memory is all anonymous, so all of it is RSS
+  return packTaskUsage(CGROUP_V2 ? 'v2' : 'v1', {
+    pids: u.modules, memoryUsage: u.memoryBytes, memoryLimit: u.limitBytes, memoryRss: u.memoryBytes,
   });
 }
 
