@@ -2,6 +2,7 @@
 // agent). An engine only runs and signals processes; the core owns the Task API semantics, the process table, IO,
 // exit reaping, events, persistence and recovery.
 import type { google } from '@kuasar/api';
+import type { Logger } from 'pino';
 import type { OciLinuxResources, OciProcess, OciSpec } from './oci';
 
 /**
@@ -51,6 +52,30 @@ export interface EngineExit {
   /** exit code, or 128+signal */
   status: number;
   exitedAt?: Date;
+}
+
+/**
+ * The exit listeners of an engine that reports its own exits (Engine.onExit): a listener that throws is logged and
+ * never keeps the exit from the others.
+ */
+export class ExitListeners {
+  private readonly listeners: ((e: EngineExit) => void)[] = [];
+
+  constructor(private readonly logger: Logger) {}
+
+  add(listener: (e: EngineExit) => void): void {
+    this.listeners.push(listener);
+  }
+
+  emit(e: EngineExit): void {
+    for (const l of this.listeners) {
+      try {
+        l(e);
+      } catch (err) {
+        this.logger.error({ id: e.id, err: (err as Error).message }, 'exit listener failed');
+      }
+    }
+  }
 }
 
 /** google.protobuf.Any as the wire layer carries it */

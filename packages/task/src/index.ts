@@ -2,6 +2,7 @@
 export type {
   ContainerCreate, ContainerRef, Engine, EngineAny, EngineExit, EngineStatus, ProcessStdio, RuntimeOptions,
 } from './engine';
+export { ExitListeners } from './engine';
 export { TaskService } from './task-service';
 export type { TaskCallContext, TaskHooks, TaskServiceOptions } from './task-service';
 export { registerTaskService, taskImplementation } from './task-server';

@@ -4,7 +4,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import {
-  Code, TtrpcError, packTaskUsage,
+  Code, ExitListeners, TtrpcError, packTaskUsage,
   type ContainerCreate, type ContainerRef, type Engine, type EngineAny, type EngineExit, type EngineStatus,
   type OciLinuxResources, type OciProcess, type OciSpec, type ProcessStdio,
 } from '@kuasar/task';
@@ -48,7 +48,7 @@ export class VmmEngine implements Engine {
   readonly name = 'vmm';
   private readonly pods: PodRegistry;
   private readonly logger: Logger;
-  private readonly listeners: ((e: EngineExit) => void)[] = [];
+  private readonly exits: ExitListeners;
   /** pumps per pod and process key */
   private readonly pipes = new Map<PodVm, Map<string, ProcessPipes>>();
   /** container → pod, learnt on create or from the bundle after a restart */
@@ -62,10 +62,11 @@ export class VmmEngine implements Engine {
   constructor(o: VmmEngineOptions) {
     this.pods = o.pods;
     this.logger = o.logger.child({ component: 'vmm-engine' });
+    this.exits = new ExitListeners(this.logger);
   }
 
   onExit(listener: (e: EngineExit) => void): void {
-    this.listeners.push(listener);
+    this.exits.add(listener);
   }
 
   /** A pod's agent is up: take its events and re-attach the output of processes recorded in vm.json. */
@@ -331,7 +332,7 @@ export class VmmEngine implements Engine {
       const status = typeof e.status === 'number' ? e.status : 255;
       const exitedAt = typeof e.exitedAtMs === 'number' ? new Date(e.exitedAtMs) : new Date();
       const namespace = pod.record.containers[e.containerId];
-      this.emit({ id: e.containerId, ...(namespace ? { namespace } : {}), ...(execId ? { execId } : {}), status, exitedAt });
+      this.exits.emit({ id: e.containerId, ...(namespace ? { namespace } : {}), ...(execId ? { execId } : {}), status, exitedAt });
     }
     pod.agent.session.ack(event.seq);
   }
@@ -345,19 +346,10 @@ export class VmmEngine implements Engine {
       pipes.close();
       const [id, execId] = key.split('/') as [string, string | undefined];
       const namespace = pod.record.containers[id];
-      this.emit({ id, ...(namespace ? { namespace } : {}), ...(execId ? { execId } : {}), status: 255, exitedAt: now });
+      this.exits.emit({ id, ...(namespace ? { namespace } : {}), ...(execId ? { execId } : {}), status: 255, exitedAt: now });
     }
     // containers whose init had already exited (no pumps left) need no report; the rest were covered above
     this.eventChains.delete(pod);
   }
 
-  private emit(e: EngineExit): void {
-    for (const l of this.listeners) {
-      try {
-        l(e);
-      } catch (err) {
-        this.logger.error({ id: e.id, err: (err as Error).message }, 'exit listener failed');
-      }
-    }
-  }
 }

@@ -5,7 +5,7 @@ import { constants as osConstants } from 'node:os';
 import * as path from 'node:path';
 import { dup, openPty, sendFd } from '@kuasar/sys';
 import {
-  Code, TtrpcError, packTaskUsage,
+  Code, ExitListeners, TtrpcError, packTaskUsage,
   type ContainerCreate, type ContainerRef, type Engine, type EngineAny, type EngineExit, type EngineStatus,
   type OciLinuxResources, type OciProcess, type ProcessStdio,
 } from '@kuasar/task';
@@ -59,16 +59,17 @@ export class WasmEngine implements Engine {
   private readonly logger: Logger;
   private readonly defaultLimit: number | undefined;
   private readonly containers = new Map<string, WasmContainer>();
-  private readonly listeners: ((e: EngineExit) => void)[] = [];
+  private readonly exits: ExitListeners;
 
   constructor(o: WasmEngineOptions) {
     this.pool = o.pool;
     this.logger = o.logger.child({ component: 'wasm-engine' });
+    this.exits = new ExitListeners(this.logger);
     this.defaultLimit = o.defaultMemoryLimitBytes;
   }
 
   onExit(listener: (e: EngineExit) => void): void {
-    this.listeners.push(listener);
+    this.exits.add(listener);
   }
 
   async create(c: ContainerRef, init: ContainerCreate): Promise<{ pid: number }> {
@@ -216,7 +217,7 @@ export class WasmEngine implements Engine {
       closeAll(p.stdio);
       p.status = 'stopped';
       // an init that cannot start is over (so Delete need not wait for it); an exec is just not added
-      if (execId === undefined) this.emit({ id: c.id, namespace: c.namespace, status: 255, exitedAt: new Date() });
+      if (execId === undefined) this.exits.emit({ id: c.id, namespace: c.namespace, status: 255, exitedAt: new Date() });
       throw toTtrpcError(err);
     }
     p.status = 'running';
@@ -229,7 +230,7 @@ export class WasmEngine implements Engine {
         for (const e of wc.execs.values()) e.module?.kill(SIGKILL);
       }
       this.logger.debug({ id: c.id, namespace: c.namespace, exec: execId, status: exit.exitCode, reason: exit.reason }, 'wasm module exited');
-      this.emit({ id: c.id, namespace: c.namespace, execId, status: exit.exitCode, exitedAt: exit.exitedAt });
+      this.exits.emit({ id: c.id, namespace: c.namespace, execId, status: exit.exitCode, exitedAt: exit.exitedAt });
     });
   }
 
@@ -246,7 +247,7 @@ export class WasmEngine implements Engine {
       const end = (): void => {
         // only once the prepared worker is gone: it holds these fd numbers until then
         closeAll(p.stdio);
-        this.emit({ id: c.id, namespace: c.namespace, execId, status: 128 + signal, exitedAt: new Date() });
+        this.exits.emit({ id: c.id, namespace: c.namespace, execId, status: 128 + signal, exitedAt: new Date() });
       };
       if (!p.prepared) return end();
       p.cancelled = p.prepared.then((m) => {
@@ -256,15 +257,6 @@ export class WasmEngine implements Engine {
     }
   }
 
-  private emit(e: EngineExit): void {
-    for (const l of this.listeners) {
-      try {
-        l(e);
-      } catch (err) {
-        this.logger.error({ id: e.id, err: (err as Error).message }, 'exit listener failed');
-      }
-    }
-  }
 }
 
 /** The pause container's stand-in: no thread, nothing to run; any signal but 0 ends it (128 + signal). */
