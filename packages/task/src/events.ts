@@ -1,13 +1,15 @@
 // Task events to containerd: ttrpc containerd.services.events.ttrpc.v1.Events/Forward at TTRPC_ADDRESS.
 // One FIFO queue and one sender keep events in publish order (so per container too: TaskStart is always
 // published before that process's TaskExit because the core publishes it first). publish() only enqueues, so a
-// slow or absent containerd never blocks a task operation; a failed Forward is retried (reconnecting) a few times
+// slow or absent containerd never blocks a task operation (sending starts a millisecond later, off the RPC path); a failed Forward is retried (reconnecting) a few times
 // with growing pauses, then dropped with an error log, like containerd-shim-runc-v2.
 import { eventsTtrpc, timestampFromDate, type TaskEventTopic, type google } from '@kuasar/api';
 import { TtrpcClient, createClient, type ServiceClient } from '@kuasar/ttrpc';
 import type { Logger } from 'pino';
 
 export const DEFAULT_TTRPC_ADDRESS = '/run/containerd/containerd.sock.ttrpc';
+/** how long an event waits before sending starts, so the task calls that follow each other go first (see publish) */
+const SEND_DELAY_MS = 1;
 
 /** What the task core needs from an event sink. */
 export interface Publisher {
@@ -74,7 +76,13 @@ export class EventPublisher implements Publisher {
       return;
     }
     this.queue.push({ namespace, topic, event, timestamp: new Date(), attempts: 0 });
-    if (!this.sending) void this.drain();
+    if (!this.sending) {
+      // Not from here: the first Forward's encode and write would run inside the caller's RPC, before its reply.
+      // Nor right after it: containerd sends Start ~0.2 ms after Create's reply, and would wait behind the Forward.
+      // (containerd's shims, too, forward events from another goroutine, never in the call that caused them.)
+      this.sending = true;
+      setTimeout(() => void this.drain(), SEND_DELAY_MS);
+    }
   }
 
   /** Resolves once everything queued so far was sent or dropped (for tests and orderly shutdown). */
@@ -101,7 +109,6 @@ export class EventPublisher implements Publisher {
   }
 
   private async drain(): Promise<void> {
-    this.sending = true;
     try {
       while (this.queue.length > 0 && !this.closed) {
         const e = this.queue[0]!;

@@ -1,7 +1,7 @@
 // The Task API (containerd.task.v2/v3.Task) with containerd-shim-runc-v2 semantics, over any Engine.
 // The service owns the process table, IO, exits (subreaper + Reaper for host processes), events, persistence and
 // recovery; the engine only runs and signals processes.
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -282,14 +282,13 @@ export class TaskService {
     const log = this.logger.child({ namespace: ns, id });
     const bundle = req.bundle;
     if (!bundle || !bundle.startsWith('/')) throw new TtrpcError(Code.INVALID_ARGUMENT, `bundle "${bundle}" must be an absolute path`);
-    if (!existsSync(bundle) || !statSync(bundle).isDirectory()) {
-      throw new TtrpcError(Code.FAILED_PRECONDITION, `bundle ${bundle} does not exist or is not a directory`);
-    }
     const configPath = join(bundle, 'config.json');
     let text: string;
     try {
       text = readFileSync(configPath, 'utf8');
     } catch {
+      // only now tell a missing bundle from a missing config.json: a Create that succeeds spends no stat(2) on it
+      if (!isDirectory(bundle)) throw new TtrpcError(Code.FAILED_PRECONDITION, `bundle ${bundle} does not exist or is not a directory`);
       throw new TtrpcError(Code.FAILED_PRECONDITION, `bundle ${bundle} has no config.json`);
     }
     let spec: OciSpec;
@@ -325,9 +324,12 @@ export class TaskService {
       if (req.rootfs.length > 0) mounts = mountRootfs(req.rootfs, join(bundle, 'rootfs'));
       if (this.hooks.prepareContainer) {
         prepared = true;
-        // the hook may edit its argument in place or return a new spec: compare with what is on disk
-        const out = await this.hooks.prepareContainer(req, structuredClone(spec), ns);
-        if (JSON.stringify(out) !== JSON.stringify(spec)) writeFileAtomic(configPath, JSON.stringify(out));
+        // The hook may edit its argument in place or return a new spec: compare with what is on disk. Nothing
+        // else holds the parsed spec, so the hook gets it without a copy; `text` stands for it unchanged.
+        const out = await this.hooks.prepareContainer(req, spec, ns);
+        const outText = JSON.stringify(out);
+        // the text as written (containerd marshals compactly) saves a second stringify; else its canonical form
+        if (outText !== text && outText !== JSON.stringify(JSON.parse(text))) writeFileAtomic(configPath, outText);
         spec = out;
       }
       if (req.terminal) ({ console, dir: consoleDir } = openConsoleSocket());
@@ -971,6 +973,15 @@ function describe(c: Container, p: TaskProcess): string {
 /** a bounded wait that never keeps the process alive by itself */
 function delay(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** Any error (ENOENT, EACCES, ...) means no. */
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.isDirectory() === true;
+  } catch {
+    return false;
+  }
 }
 
 /** A console socket in a short private dir (sun_path is ~108 bytes; task state paths can be longer). */

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { OCI_LINUX_RESOURCES_TYPE_URL, OCI_PROCESS_TYPE_URL, cgroupsV1, packJsonAny, types, unpackAny } from '@kuasar/api';
 import { Code } from '@kuasar/ttrpc';
@@ -274,7 +274,13 @@ describe.each(['runc', 'crun'])('TaskService over ttrpc with %s', (runtime) => {
     await expect(h.tasks.connect({ id: 'nope' })).rejects.toMatchObject({ code: Code.NOT_FOUND });
     await expect(h.tasks.create({ id: 'bad/id', bundle: '/tmp' })).rejects.toMatchObject({ code: Code.INVALID_ARGUMENT });
     await expect(h.tasks.create({ id: 'nobundle', bundle: '/nonexistent/bundle/x' }))
-      .rejects.toMatchObject({ code: Code.FAILED_PRECONDITION, message: expect.stringContaining('/nonexistent/bundle/x') });
+      .rejects.toMatchObject({ code: Code.FAILED_PRECONDITION, message: expect.stringContaining('/nonexistent/bundle/x does not exist') });
+    const noConfig = bundle({});
+    rmSync(join(noConfig.path, 'config.json'));
+    await expect(h.tasks.create({ id: 'noconfig', bundle: noConfig.path }))
+      .rejects.toMatchObject({ code: Code.FAILED_PRECONDITION, message: `bundle ${noConfig.path} has no config.json` });
+    await expect(h.tasks.create({ id: 'filebundle', bundle: join(noConfig.path, 'rootfs', 'bin', 'busybox') }))
+      .rejects.toMatchObject({ code: Code.FAILED_PRECONDITION, message: expect.stringContaining('is not a directory') });
     const bad = bundle({});
     writeFileSync(join(bad.path, 'config.json'), '{"ociVersion": "1.0.2", ');
     await expect(h.tasks.create({ id: 'badjson', bundle: bad.path })).rejects.toMatchObject({ code: Code.INVALID_ARGUMENT });
@@ -363,6 +369,41 @@ test('prepareContainer rewrites the spec the runtime runs; containerRemoved foll
     await h.close();
     b.remove();
     f.close();
+  }
+});
+
+test('prepareContainer: config.json is rewritten only when the spec changed, whatever its formatting', async () => {
+  const h = await startHarness({
+    hooks: {
+      prepareContainer: (req, spec) => {
+        if (req.id.startsWith('edit')) spec.process!.env = [...(spec.process!.env ?? []), 'EDITED=1'];
+        return req.id.startsWith('copy') ? JSON.parse(JSON.stringify(spec)) : spec;
+      },
+    },
+  });
+  const pretty = createBusyboxBundle({ args: ['true'] }); // written indented
+  const compact = createBusyboxBundle({ args: ['true'] });
+  writeFileSync(join(compact.path, 'config.json'), JSON.stringify(compact.spec)); // as containerd writes it
+  const config = (b: BusyboxBundle) => ({ text: readFileSync(join(b.path, 'config.json'), 'utf8'), ino: statSync(join(b.path, 'config.json')).ino });
+  try {
+    for (const b of [pretty, compact]) {
+      const before = config(b);
+      for (const id of ['same', 'copy']) {
+        await h.tasks.create({ id, bundle: b.path });
+        expect(config(b)).toEqual(before); // untouched: not even replaced by the same content
+        await h.tasks.delete({ id });
+      }
+      await h.tasks.create({ id: 'edit', bundle: b.path });
+      const after = config(b);
+      expect(after.ino).not.toBe(before.ino);
+      expect(JSON.parse(after.text)).toEqual({ ...b.spec, process: { ...(b.spec.process as object), env: [...(b.spec.process as { env: string[] }).env, 'EDITED=1'] } });
+      await h.tasks.delete({ id: 'edit' });
+      b.writeSpec();
+    }
+  } finally {
+    await h.close();
+    pretty.remove();
+    compact.remove();
   }
 });
 
