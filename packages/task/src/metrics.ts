@@ -28,7 +28,7 @@ export interface TaskUsage {
   memoryUsage: number;
   /** 0 or absent = no limit */
   memoryLimit?: number;
-  /** the part of memoryUsage that is anonymous; carried only by v1 (rss and total_rss, which CRI reports as RSS) */
+  /** the part of memoryUsage that is anonymous, which CRI reports as RSS: v1 rss and total_rss, v2 anon */
   memoryRss?: number;
   /** cgroup v2 cpu.stat figures in microseconds; absent = no CPU message at all */
   cpu?: { usageUsec: number; userUsec: number; systemUsec: number };
@@ -44,7 +44,9 @@ export function packTaskUsage(mode: CgroupMode, u: TaskUsage): EngineAny {
   const limit = u64(u.memoryLimit);
   if (mode === 'v2') {
     const cpu = u.cpu && { usageUsec: u64(u.cpu.usageUsec), userUsec: u64(u.cpu.userUsec), systemUsec: u64(u.cpu.systemUsec) };
-    return packCgroupMetrics({ mode, metrics: { pids, ...(cpu && { cpu }), memory: { usage, usageLimit: limit }, hugetlb: [] } });
+    const memory: Record<string, bigint> = { usage, usageLimit: limit };
+    if (u.memoryRss !== undefined) memory['anon'] = u64(u.memoryRss);
+    return packCgroupMetrics({ mode, metrics: { pids, ...(cpu && { cpu }), memory, hugetlb: [] } });
   }
   const rss = u64(u.memoryRss);
   // v1's cpuacct figures are nanoseconds

@@ -19,10 +19,10 @@ test('v2: pids, cpu.stat figures and memory usage/limit, in a io.containerd.cgro
   }));
 });
 
-test('v2 without cpu sends no CPU message, and no RSS: v2 carries memoryRss nowhere', () => {
-  const m = unpackAny(packTaskUsage('v2', { pids: 1, memoryUsage: 4096, memoryRss: 4096 }), cgroupsV2.Metrics, V2_METRICS_TYPE);
+test('v2 without cpu sends no CPU message; memoryRss is v2\'s anon (what CRI reports as RSS there)', () => {
+  const m = unpackAny(packTaskUsage('v2', { pids: 1, memoryUsage: 8192, memoryRss: 4096 }), cgroupsV2.Metrics, V2_METRICS_TYPE);
   expect(m.cpu).toBeUndefined();
-  expect(m).toEqual(cgroupsV2.Metrics.fromPartial({ pids: { current: 1n, limit: 0n }, memory: { usage: 4096n, usageLimit: 0n } }));
+  expect(m).toEqual(cgroupsV2.Metrics.fromPartial({ pids: { current: 1n, limit: 0n }, memory: { usage: 8192n, usageLimit: 0n, anon: 4096n } }));
 });
 
 test('v1: memory as usage entry plus rss/total_rss, cpu in nanoseconds, in a io.containerd.cgroups.v1.Metrics', () => {

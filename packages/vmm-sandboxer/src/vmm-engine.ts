@@ -24,7 +24,7 @@ const AGENT_WAIT_MS = 30_000;
 
 /** The agent's container.stats reply (from the guest's cgroup v2 files); a field missing or not a number counts as 0. */
 interface GuestStats {
-  pids: number; pidsLimit: number; memoryUsage: number; memoryLimit: number;
+  pids: number; pidsLimit: number; memoryUsage: number; memoryLimit: number; memoryAnon: number;
   cpuUsageUsec: number; cpuUserUsec: number; cpuSystemUsec: number;
 }
 
@@ -226,7 +226,7 @@ export class VmmEngine implements Engine {
     const s = await (await this.podFor(c)).agent.call<GuestStats>('container.stats', { id: c.id });
     // v2 whatever the host runs: the figures are the guest's, and its kernel mounts a unified hierarchy
     return packTaskUsage('v2', {
-      pids: s.pids, pidsLimit: s.pidsLimit, memoryUsage: s.memoryUsage, memoryLimit: s.memoryLimit,
+      pids: s.pids, pidsLimit: s.pidsLimit, memoryUsage: s.memoryUsage, memoryLimit: s.memoryLimit, memoryRss: s.memoryAnon,
       cpu: { usageUsec: s.cpuUsageUsec, userUsec: s.cpuUserUsec, systemUsec: s.cpuSystemUsec },
     });
   }
