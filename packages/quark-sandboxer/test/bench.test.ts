@@ -218,7 +218,7 @@ maybe('start time and memory (printed)', () => {
   });
 
   test('host memory per idle pod: the sandboxer part vs gVisor\'s own processes', async () => {
-    const PODS = 3;
+    const PODS = 10;
     // info: debug lines of every runsc call would be heap churn counted as the pods' cost
     await startSb('info');
     // settle the sandboxer's heap (lazily compiled code, pools, first-use caches) with as many pods made and removed
