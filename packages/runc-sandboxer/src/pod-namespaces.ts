@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { MNT_DETACH, MS_BIND, MS_PRIVATE, SysError, mount, umount2 } from '@kuasar/sys';
+import { netnsPathProblem } from '@kuasar/sandbox';
 import { isProcessAlive, mountPointsUnder, nsfsMountAt, readMountinfo, readNsPids, readProcessStat, type ProcessIdentity } from './proc';
 
 /**
@@ -119,8 +120,8 @@ function validateRequest(req: PodNamespaceRequest): void {
   }
   if (req.netnsPath !== undefined && req.netnsPath !== '') {
     if (network === 'node') throw new PodNamespaceError('invalid_argument', 'a host-network pod cannot have a netns path');
-    if (!path.isAbsolute(req.netnsPath)) throw new PodNamespaceError('invalid_argument', `netns path must be absolute: ${req.netnsPath}`);
-    if (!fs.existsSync(req.netnsPath)) throw new PodNamespaceError('invalid_argument', `netns path does not exist: ${req.netnsPath}`);
+    const problem = netnsPathProblem(req.netnsPath);
+    if (problem) throw new PodNamespaceError('invalid_argument', problem);
   }
 }
 

@@ -256,6 +256,8 @@ describe('bad input', () => {
     [{ hostname: 'a'.repeat(65) }, /invalid hostname/],
     [{ netnsPath: '/nonexistent/netns' }, /does not exist/],
     [{ netnsPath: 'relative' }, /must be absolute/],
+    [{ netnsPath: '/' }, /not a namespace file/],
+    [{ netnsPath: '/etc/hostname' }, /not a namespace file/],
     [{ isolation: { network: 'node', pid: 'pod', ipc: 'pod' }, netnsPath: '/proc/self/ns/net' }, /host-network pod cannot have a netns/],
     [{ isolation: { network: 'pod', pid: 'shared', ipc: 'pod' } }, /invalid pid mode/],
     [{ id: '../escape' }, /invalid sandbox id/],

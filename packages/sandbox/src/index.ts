@@ -21,3 +21,4 @@ export * from './pod-members';
 export * from './pod-stop';
 export * from './task-sandbox';
 export * from './containerd-view';
+export { netnsPathProblem } from './netns';

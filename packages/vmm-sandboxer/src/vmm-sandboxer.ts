@@ -6,8 +6,8 @@ import * as path from 'node:path';
 import { task, type cri, type google } from '@kuasar/api';
 import {
   FailedPreconditionError, InternalError, InvalidArgumentError, SandboxError, StatusCode, addPodMember, podMembers, removeAllPodMembers,
-  removePodMember, removeLostMembers, stopPodMembers, taskServicePodTasks, type Logger, type PodMember, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
-  sandboxIdOfContainer,
+  removePodMember, removeLostMembers, stopPodMembers, taskServicePodTasks, type Logger, type Sandbox, type SandboxExit, type SandboxStartResult, type Sandboxer,
+  netnsPathProblem, sandboxIdOfContainer,
 } from '@kuasar/sandbox';
 import {
   Code, TtrpcError, packCgroupMetrics, readMetrics, resolveCgroupDirs,
@@ -212,7 +212,8 @@ export class VmmSandboxer implements Sandboxer {
     if (state.hostname !== undefined && (Buffer.byteLength(state.hostname) > 64 || !/^[A-Za-z0-9][A-Za-z0-9.-]*$/.test(state.hostname))) {
       throw new InvalidArgumentError(`invalid hostname ${JSON.stringify(state.hostname)}`);
     }
-    if (state.netnsPath !== undefined && !fs.existsSync(state.netnsPath)) throw new InvalidArgumentError(`netns ${state.netnsPath} does not exist`);
+    const netnsProblem = state.netnsPath === undefined ? undefined : netnsPathProblem(state.netnsPath);
+    if (netnsProblem) throw new InvalidArgumentError(netnsProblem);
     r.kindState = state as unknown as Record<string, unknown>;
   }
 
