@@ -4,6 +4,8 @@
 import { existsSync, lstatSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { mountsUnder } from '@kuasar/testkit';
 import { encodeFrame, encodeRequest, FrameDecoder, decodeResponse, MessageType, NAMESPACE_KEY } from '@kuasar/ttrpc';
 import { task } from '@kuasar/api';
 import { GRPC_CODES, NAMESPACE, SandboxerTarget, TASK_V2, podContainerBundle, type WireResult } from '../src';
@@ -273,6 +275,12 @@ describe('a corrupt state file on restart', () => {
     const logged = t.rawLog();
     expect(logged).toMatch(/corrupt sandbox record/);
     expect(logged).toMatch(/unreadable task record/);
+    // A corrupt record's pod is left for the operator (docs/troubleshooting.md: "clean up the pod by hand"); this
+    // test is that operator: its namespace mounts would outlive the run.
+    // a lazy unmount of a top mount detaches the ones under it too
+    const mounts = mountsUnder(path.join(t.dir, 'victim-pod'));
+    for (const m of mounts.filter((m) => !mounts.some((o) => m.startsWith(`${o}/`)))) execFileSync('umount', ['-l', m]);
+    expect(mountsUnder(path.join(t.dir, 'victim-pod'))).toEqual([]);
   });
 });
 
