@@ -17,7 +17,7 @@ import {
 } from '@kuasar/runc-sandboxer';
 import { Code, TtrpcError, type OciSpec, type TaskHooks } from '@kuasar/task';
 import type { task } from '@kuasar/api';
-import { isRunning } from '@kuasar/sys';
+import { isProcessAlive, isRunning, readProcessStat } from '@kuasar/sys';
 import { CRI_CONTAINER_TYPE, CRI_SANDBOX_ID, POD_ANNOTATION } from './runsc-engine';
 import type { SandboxEngine } from './sandbox-engine';
 
@@ -49,15 +49,6 @@ function stateOf(sandbox: Sandbox): QuarkPodState {
   const s = sandbox.record.kindState as Partial<QuarkPodState>;
   if (!s.settings) throw new InternalError(`sandbox ${sandbox.id} has no quark pod state`);
   return s as QuarkPodState;
-}
-
-function startTimeOf(pid: number): string | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
 }
 
 function toSandboxError(err: unknown): unknown {
@@ -153,7 +144,7 @@ export class QuarkSandboxer implements Sandboxer {
       throw toSandboxError(err);
     }
     state.sandboxPid = pid;
-    const start = startTimeOf(pid);
+    const start = readProcessStat(pid)?.startTime;
     if (start) state.sandboxStart = start;
     void this.engine.sandboxExited(pid).then((status) => {
       if (!rt.hasExited) sandbox.logger.info({ pid, status }, 'pod sandbox exited');
@@ -215,7 +206,7 @@ export class QuarkSandboxer implements Sandboxer {
       return 'alive';
     }
     const pid = s.sandboxPid ?? 0;
-    if (!isRunning(pid) || (s.sandboxStart !== undefined && startTimeOf(pid) !== s.sandboxStart)) {
+    if (s.sandboxStart !== undefined ? !isProcessAlive({ pid, startTime: s.sandboxStart }) : !isRunning(pid)) {
       sandbox.logger.info({ pid }, 'pod sandbox is gone');
       return 'dead';
     }
